@@ -1,0 +1,206 @@
+"""The `stream2dataset` command: parse, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .config import DEFAULT_CONFIG_NAME, load_config
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Record Twitch/YouTube/HLS channels with Ray and turn them into datasets.")
+console = Console()
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="S2D_CONFIG", help="config file")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: local Ray)")]
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise UserError(f"--duration {text!r}: use a number with s, m or h, e.g. 90s, 10m, 1h")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def _human_bytes(n: int | None) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def status_table(st: dict) -> Table:
+    table = Table(title=f"stream2dataset — {st.get('config', '')}")
+    for col in ("channel", "platform", "mode", "state", "since", "segments", "bytes", "detail", "last error"):
+        table.add_column(col, overflow="fold")
+    for ch in st["channels"]:
+        table.add_row(ch["channel"], ch.get("platform", ""), ch.get("mode", ""), ch["state"], ch.get("since", ""),
+                      str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("detail", ""),
+                      ch.get("last_error", ""))
+    if st.get("config_error"):
+        table.caption = f"[red]{st['config_error']}[/red]"
+    return table
+
+
+def segments_table(root: Path, channel: str | None = None) -> Table:
+    from .ingest import read_segments
+    from .storage import Storage
+
+    t = read_segments(Storage(root), channel).to_pylist()
+    table = Table(title=f"recorded segments in {root}")
+    for col in ("channel", "segments", "duration", "bytes", "resolution", "codec", "salvaged", "first", "last"):
+        table.add_column(col)
+    by_channel: dict[str, list[dict]] = {}
+    for row in t:
+        by_channel.setdefault(row["channel"], []).append(row)
+    for name, rows in sorted(by_channel.items()):
+        res = {f"{r['width']}x{r['height']}" for r in rows}
+        table.add_row(name, str(len(rows)), f"{sum(r['duration_s'] for r in rows):.1f} s",
+                      _human_bytes(sum(r["bytes"] for r in rows)), ", ".join(sorted(res)),
+                      ", ".join(sorted({r["video_codec"] or "?" for r in rows})),
+                      str(sum(r["status"] == "salvaged" for r in rows)),
+                      rows[0]["start"].strftime("%H:%M:%S"), rows[-1]["end"].strftime("%H:%M:%S"))
+    return table
+
+
+@app.command()
+def init(path: Annotated[Path, typer.Argument()] = Path(DEFAULT_CONFIG_NAME),
+         force: Annotated[bool, typer.Option(help="overwrite an existing file")] = False) -> None:
+    """Write a commented starter config."""
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; pass --force to overwrite it")
+    path.write_text(files("stream2dataset").joinpath("starter.yaml").read_text())
+    console.print(f"wrote {path}: add channels, then run `stream2dataset up -c {path}`")
+
+
+@app.command()
+def check(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+    """Validate the config and show the channels it resolves to."""
+    cfg = load_config(config)
+    table = Table(title=f"{config} (hash {cfg.hash}) — storage root {cfg.storage.root}")
+    for col in ("name", "platform", "mode", "source", "tags", "segment s", "enabled"):
+        table.add_column(col)
+    for ch in cfg.channels:
+        s = ch.settings(cfg.recording)
+        table.add_row(ch.name, ch.platform, ch.mode, ch.source, ",".join(ch.tags), f"{s.segment_seconds:g}",
+                      str(ch.enabled))
+    console.print(table)
+
+
+@app.command()
+def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
+    """Start the recorders as detached Ray actors (or apply config edits to a running service)."""
+    from . import cluster
+    from .ingest import service
+
+    cfg = load_config(config)
+    cluster.connect(address or cfg.ray.address, cfg.ray.namespace)
+    console.print(status_table(service.up(config)))
+    console.print("recording; `stream2dataset status` to watch, `stream2dataset down` to stop. "
+                  "Edits to the config file apply by themselves.")
+
+
+@app.command()
+def status(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
+           watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C")] = 0.0) -> None:
+    """Show each channel's state, segments, bytes and last error."""
+    from rich.live import Live
+
+    from . import cluster
+    from .ingest import service
+
+    cfg = load_config(config)
+    cluster.connect(address or cfg.ray.address, cfg.ray.namespace, start_local=False)
+    if not watch:
+        console.print(status_table(service.status()))
+        return
+    with Live(status_table(service.status()), console=console) as live:
+        while True:
+            time.sleep(watch)
+            live.update(status_table(service.status()))
+
+
+@app.command()
+def down(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
+         keep_ray: Annotated[bool, typer.Option(help="leave the local Ray running")] = False) -> None:
+    """Stop the recorders cleanly (each finishes its open segment)."""
+    from . import cluster
+    from .ingest import service
+
+    cfg = load_config(config)
+    cluster.connect(address or cfg.ray.address, cfg.ray.namespace, start_local=False)
+    final = service.down()
+    console.print(status_table({"channels": final, "config": str(config)}))
+    if not (address or cfg.ray.address or keep_ray) and cluster.stop_local():
+        console.print("stopped the local Ray")
+
+
+@app.command()
+def record(channel: str, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+           duration: Annotated[str, typer.Option(help="how long, e.g. 90s, 10m, 1h")] = "10m") -> None:
+    """Record one channel in the foreground, with a progress bar (no Ray needed)."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .ingest import ChannelRecorder
+
+    seconds = parse_duration(duration)
+    cfg = load_config(config)
+    rec = ChannelRecorder(cfg, cfg.channel(channel).name)
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task(channel, total=seconds, info="")
+        start = time.monotonic()
+        try:
+            while (elapsed := time.monotonic() - start) < seconds and not rec.wait(0.5):
+                st = rec.status()
+                progress.update(task, completed=elapsed,
+                                info=f"{st['state']} · {st['segments']} segments · {_human_bytes(st['bytes'])}")
+        finally:
+            st = rec.stop()
+            progress.update(task, completed=seconds, info=f"{st['state']} · {st['segments']} segments")
+    console.print(segments_table(cfg.storage.root, cfg.channel(channel).name))
+
+
+@app.command()
+def segments(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+             channel: Annotated[Optional[str], typer.Option(help="only this channel")] = None) -> None:
+    """Summarise the recorded segments in the manifest."""
+    cfg = load_config(config)
+    console.print(segments_table(cfg.storage.root, channel))
+
+
+@app.command()
+def demo(workdir: Annotated[Path, typer.Option(help="where the demo's config and data go")] = Path("demo-data"),
+         seconds: Annotated[float, typer.Option(help="how long to record")] = 60.0) -> None:
+    """The embedded default: a demo channel served as live HLS on loopback, recorded end to end."""
+    from .demo.run import run_demo
+
+    run_demo(workdir, seconds, console)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        sys.exit(130)

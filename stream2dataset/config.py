@@ -1,0 +1,228 @@
+"""The config file (`stream2dataset.yaml`): pydantic models, validation, hashing.
+
+This is the only module that reads the file. Everything downstream gets typed objects, and every
+output records `Config.hash` so a row can be traced to the settings that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "stream2dataset.yaml"
+
+PLATFORMS = ("twitch", "youtube", "hls", "file")
+MODES = ("live", "videos", "thumbnails")
+
+# A channel name becomes a folder name: lowercase slug only, so no traversal and no shell text.
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Characters that only appear in a source by mistake or malice (shell metacharacters, whitespace).
+UNSAFE_SOURCE_CHARS = set(";|&$`<>\"'\\\n\r\t\0 ") | {chr(c) for c in range(32)}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecordingSettings(_Model):
+    """How a channel is recorded; every field can be overridden per channel."""
+
+    segment_seconds: float = Field(60.0, gt=0, le=3600, description="length of each recorded segment")
+    quality: str = Field("720p60,720p,best", description="streamlink quality preference, first available wins")
+    poll_interval_s: float = Field(30.0, gt=0, le=86400, description="how often an offline channel is checked")
+    poll_jitter: float = Field(0.1, ge=0, lt=1, description="fraction of the poll interval randomly taken off")
+    backoff_initial_s: float = Field(2.0, gt=0, description="first wait after an error or an ended stream")
+    backoff_max_s: float = Field(300.0, gt=0, description="cap of the exponential backoff")
+    stream_timeout_s: float = Field(60.0, gt=0, description="no data for this long means the stream dropped")
+    min_free_gb: float = Field(5.0, ge=0, description="pause recording when the storage root has less free space")
+    token_env: str = Field("TWITCH_OAUTH_TOKEN", pattern=r"^[A-Z_][A-Z0-9_]*$",
+                           description="environment variable holding a Twitch OAuth token (never stored)")
+    video_format: str = Field("bv*[height<=720]+ba/b[height<=720]/b", description="yt-dlp format for videos mode")
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> RecordingSettings:
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be >= backoff_initial_s")
+        return self
+
+
+class RecordingOverrides(_Model):
+    """The per-channel subset of RecordingSettings that was set explicitly."""
+
+    segment_seconds: float | None = Field(None, gt=0, le=3600)
+    quality: str | None = None
+    poll_interval_s: float | None = Field(None, gt=0, le=86400)
+    poll_jitter: float | None = Field(None, ge=0, lt=1)
+    backoff_initial_s: float | None = Field(None, gt=0)
+    backoff_max_s: float | None = Field(None, gt=0)
+    stream_timeout_s: float | None = Field(None, gt=0)
+    min_free_gb: float | None = Field(None, ge=0)
+    token_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    video_format: str | None = None
+
+
+class Channel(_Model):
+    """One channel entry. `platform` and `name` are filled in from `source` when left out."""
+
+    source: str = Field(description="channel name, @handle, URL, or local path (file platform)")
+    platform: Literal["twitch", "youtube", "hls", "file"] | None = None
+    name: str | None = Field(None, description="folder-safe id; derived from the source when left out")
+    mode: Literal["live", "videos", "thumbnails"] | None = None
+    tags: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    recording: RecordingOverrides = Field(default_factory=RecordingOverrides)
+
+    @field_validator("source")
+    @classmethod
+    def _safe_source(cls, v: str) -> str:
+        bad = sorted({c for c in v if c in UNSAFE_SOURCE_CHARS})
+        if bad or not v:
+            raise ValueError(f"contains characters not allowed in a source: {''.join(map(repr, bad)) or 'empty'}")
+        if ".." in Path(v.split("?")[0]).parts or "/../" in v:
+            raise ValueError("path traversal ('..') is not allowed")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        if v is not None and not NAME_RE.match(v):
+            raise ValueError("must match [a-z0-9][a-z0-9_-]{0,63} (lowercase letters, digits, _ and -)")
+        return v
+
+    @field_validator("tags")
+    @classmethod
+    def _safe_tags(cls, v: list[str]) -> list[str]:
+        for tag in v:
+            if not re.match(r"^[\w.:-]{1,64}$", tag):
+                raise ValueError(f"tag {tag!r} must be 1-64 letters, digits or _.:-")
+        return v
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Channel:
+        # Imported here: the adapters import this module for the Channel type.
+        from .ingest.platforms import resolve_channel
+
+        resolved = resolve_channel(self)  # raises ValueError for an unmatched URL or a bad mode
+        for key, value in resolved.items():
+            object.__setattr__(self, key, value)
+        if not NAME_RE.match(self.name or ""):
+            raise ValueError(f"derived name {self.name!r} is not folder-safe; set `name:` explicitly")
+        return self
+
+    def settings(self, defaults: RecordingSettings) -> RecordingSettings:
+        """The effective recording settings: global defaults with this channel's overrides."""
+        overrides = self.recording.model_dump(exclude_none=True)
+        return RecordingSettings(**{**defaults.model_dump(), **overrides})
+
+
+class StorageConfig(_Model):
+    root: Path = Field(Path("s2d-data"), description="storage root; relative paths are relative to the config file")
+    shared: bool = Field(False, description="every Ray node mounts the root at the same path (NFS...): "
+                                            "recorders may then run on any node, else on the node of `up`")
+
+
+class RayConfig(_Model):
+    address: str | None = Field(None, description="Ray cluster address; none starts a local Ray")
+    namespace: str = Field("stream2dataset", pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    recorder_cpus: float = Field(0.1, gt=0, le=16, description="Ray CPUs reserved per recorder (mostly I/O)")
+
+
+class RetentionConfig(_Model):
+    raw_keep_hours: float | None = Field(
+        None, ge=0, description="delete raw segments this long after they were processed; none keeps them")
+
+
+class Config(_Model):
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    channels: list[Channel] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Config:
+        seen: set[str] = set()
+        for ch in self.channels:
+            if ch.name in seen:
+                raise ValueError(f"two channels are named {ch.name!r}; give one an explicit `name:`")
+            seen.add(ch.name or "")
+        return self
+
+    @property
+    def hash(self) -> str:
+        """Stable 16-hex hash of the resolved config, recorded with every output."""
+        return config_hash(self)
+
+    def channel(self, name: str) -> Channel:
+        for ch in self.channels:
+            if ch.name == name:
+                return ch
+        known = ", ".join(c.name or "" for c in self.channels) or "none"
+        raise ConfigError(f"no channel named {name!r} in the config (known: {known})")
+
+
+def config_hash(model: BaseModel) -> str:
+    canonical = json.dumps(model.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def channel_fingerprint(cfg: Config, channel: Channel) -> str:
+    """What a recorder depends on: when it changes on reload, that recorder is restarted."""
+    parts = {"channel": channel.model_dump(mode="json"), "settings": channel.settings(cfg.recording).model_dump(),
+             "storage": cfg.storage.model_dump(mode="json"), "ray": cfg.ray.model_dump()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `file: field.path: message (got VALUE)`."""
+    lines = []
+    for e in err.errors():
+        path = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in e["loc"]).replace(".[", "[")
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; `stream2dataset init` writes every field)"
+        got = e.get("input")
+        shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
+        lines.append(f"{source}: {path or '<top>'}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    """Validate a parsed YAML document; relative storage roots resolve against `base_dir`."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+    if base_dir is not None and not cfg.storage.root.is_absolute():
+        root = (base_dir / cfg.storage.root).resolve()
+        cfg = cfg.model_copy(update={"storage": StorageConfig(root=root)})
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found; create one with `stream2dataset init {path}`")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    return parse_config(data, str(path), base_dir=path.resolve().parent)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

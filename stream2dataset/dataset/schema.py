@@ -1,0 +1,43 @@
+"""Row schemas of the dataset tables (DESIGN.md "Rows").
+
+The frames table holds every image the pipeline keeps: crops made by processing and thumbnails
+collected by ingest alike, so one SQL view and one loader serve them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+_TS = pa.timestamp("ms", tz="UTC")
+
+FRAME_KINDS = ("facecam", "silhouette", "thumbnail", "frame")
+
+FRAME_SCHEMA = pa.schema([
+    ("frame_id", pa.string()),        # stable: hash of segment id + frame index + kind
+    ("channel", pa.string()),
+    ("platform", pa.string()),
+    ("segment_id", pa.string()),
+    ("source_id", pa.string()),       # the platform's video id, when there is one
+    ("title", pa.string()),
+    ("timestamp", _TS),
+    ("frame_index", pa.int32()),
+    ("kind", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("image", pa.binary()),
+    ("image_format", pa.string()),    # png | jpeg | webp
+    ("mask", pa.binary()),
+    ("crop_box", pa.list_(pa.int32(), 4)),  # x, y, w, h in source pixels
+    ("detector", pa.string()),
+    ("score", pa.float32()),
+    ("phash", pa.uint64()),
+    ("dup_of", pa.string()),
+    ("transforms", pa.list_(pa.string())),
+    ("config_hash", pa.string()),
+])
+
+
+def frame_id(segment_id: str, frame_index: int, kind: str) -> str:
+    return hashlib.sha256(f"{segment_id}\0{frame_index}\0{kind}".encode()).hexdigest()[:24]

@@ -1,0 +1,34 @@
+"""The exception hierarchy.
+
+`UserError`s are mistakes an operator can fix: the CLI prints their one-line message and exits 2.
+`ExpectedError`s are states of the world (a channel is offline, a server errs): recorders back off
+and show them in `status`, they are not bugs. Anything else is a bug and keeps its traceback.
+"""
+
+
+class S2DError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class UserError(S2DError):
+    """Something the operator can fix; the message says what and how, on one line."""
+
+
+class ConfigError(UserError):
+    """The config file is missing, unreadable or invalid."""
+
+
+class ExpectedError(S2DError):
+    """A normal state of an outside system: back off and retry, don't crash."""
+
+
+class ChannelOffline(ExpectedError):
+    """The channel has no live stream right now."""
+
+
+class StreamError(ExpectedError):
+    """A network, HTTP or platform error while opening or reading a stream."""
+
+
+class CorruptMedia(S2DError):
+    """A video file that does not decode; it is quarantined with this message as the reason."""

@@ -1,0 +1,82 @@
+"""The segments manifest: one small Parquet file per committed segment (DESIGN.md `segments` row).
+
+A file per segment, named by its id, makes a commit atomic and a re-commit idempotent: writing the
+same segment twice replaces one file, so the manifest never holds a duplicate row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from ..storage import Storage, atomic_output
+
+_TS = pa.timestamp("ms", tz="UTC")
+
+SEGMENT_SCHEMA = pa.schema([
+    ("segment_id", pa.string()),
+    ("channel", pa.string()),
+    ("platform", pa.string()),
+    ("source", pa.string()),          # canonical channel URL or path; never holds a secret
+    ("source_id", pa.string()),       # platform id of a fetched video (null for live segments)
+    ("title", pa.string()),
+    ("path", pa.string()),            # relative to the storage root
+    ("start", _TS),
+    ("end", _TS),
+    ("duration_s", pa.float64()),
+    ("bytes", pa.int64()),
+    ("video_codec", pa.string()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("fps", pa.float32()),
+    ("audio_codec", pa.string()),
+    ("sha256", pa.string()),
+    ("status", pa.string()),          # ok | salvaged (trimmed after a crash)
+    ("config_hash", pa.string()),
+    ("recorded_at", _TS),
+])
+
+
+def _row_path(storage: Storage, channel: str, segment_id: str) -> Path:
+    return storage.segments_manifest / channel / f"{segment_id}.parquet"
+
+
+def write_segment(storage: Storage, row: dict) -> Path:
+    """Commit one segment row (atomic; rewriting the same id replaces it)."""
+    table = pa.Table.from_pylist([row], schema=SEGMENT_SCHEMA)
+    path = _row_path(storage, row["channel"], row["segment_id"])
+    with atomic_output(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def has_segment(storage: Storage, channel: str, segment_id: str) -> bool:
+    return _row_path(storage, channel, segment_id).exists()
+
+
+def read_segments(storage: Storage, channel: str | None = None) -> pa.Table:
+    """All committed segment rows (of one channel), sorted by channel and start."""
+    base = storage.segments_manifest / channel if channel else storage.segments_manifest
+    files = sorted(str(p) for p in base.rglob("*.parquet") if not p.name.startswith(".")) if base.exists() else []
+    if not files:
+        return SEGMENT_SCHEMA.empty_table()
+    table = pads.dataset(files, schema=SEGMENT_SCHEMA, format="parquet").to_table()
+    return table.sort_by([("channel", "ascending"), ("start", "ascending")])
+
+
+def segment_row(*, segment_id: str, channel: str, platform: str, source: str, path: Path, storage: Storage,
+                start: datetime, end: datetime, info, nbytes: int, sha256: str, status: str,
+                config_hash: str, source_id: str | None = None, title: str | None = None) -> dict:
+    """Build a manifest row from a verified file's MediaInfo."""
+    return {
+        "segment_id": segment_id, "channel": channel, "platform": platform, "source": source,
+        "source_id": source_id, "title": title, "path": str(Path(path).resolve().relative_to(storage.root)),
+        "start": start, "end": end, "duration_s": info.duration_s, "bytes": nbytes,
+        "video_codec": info.video_codec, "width": info.width, "height": info.height, "fps": info.fps,
+        "audio_codec": info.audio_codec, "sha256": sha256, "status": status, "config_hash": config_hash,
+        "recorded_at": datetime.now(tz=start.tzinfo),
+    }

@@ -1,0 +1,340 @@
+"""One channel's recorder: a loop of poll → record → commit, with backoff and a disk guard.
+
+`ChannelRecorder` is a plain class (the `record` command runs it in the foreground); the service
+runs it as a named Ray actor that Ray restarts when it dies. A restart calls `__init__` again,
+which first recovers what the dead incarnation left: unfinished `.part` files are trimmed to their
+last whole packet and committed, or quarantined; committed files missing their manifest row get
+one. So no completed segment is ever lost or written twice.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from ..config import Config
+from ..dataset import frame_id, read_frame_column, write_frames
+from ..errors import CorruptMedia, StreamError
+from ..storage import PART_SUFFIX, Storage
+from . import manifest
+from .platforms import adapter_for
+from .segments import CutSegment, MediaInfo, Segmenter, probe, salvage, sha256_file
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = {".ts", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".flv"}
+THUMBNAIL_BATCH = 64
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _stamp_time(stem: str) -> datetime | None:
+    try:
+        return datetime.strptime(stem, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
+
+
+class ChannelRecorder:
+    """Records one channel until `stop()`; `status()` is safe to call from any thread."""
+
+    DISK_CHECK_S = 5.0  # how often the disk guard looks at free space while recording
+
+    def __init__(self, config: Config, channel_name: str, start: bool = True):
+        self.config = config
+        self.channel = config.channel(channel_name)
+        self.settings = self.channel.settings(config.recording)
+        self.storage = Storage(config.storage.root)
+        self.config_hash = self.storage.save_config(config)
+        self.adapter = adapter_for(self.channel, self.settings)
+        self._stop = threading.Event()
+        self._finish = threading.Event()  # disk guard: finish the open segment, then pause
+        self._stream = None
+        self._segmenter: Segmenter | None = None
+        self._lock = threading.Lock()
+        self._state = {"state": "starting", "since": _now(), "detail": "", "last_error": ""}
+        self._totals = self._manifest_totals()
+        self.recovered = self.recover()
+        self._thread = threading.Thread(target=self._run, name=f"rec-{channel_name}", daemon=True)
+        if start:
+            self._thread.start()
+
+    # ------------------------------------------------------------------ public surface
+    def status(self) -> dict:
+        with self._lock:
+            st = dict(self._state)
+        seg = self._segmenter
+        return {
+            "channel": self.channel.name, "platform": self.channel.platform, "mode": self.channel.mode,
+            **st, "since": st["since"].isoformat(timespec="seconds"),
+            "segments": self._totals["segments"], "bytes": self._totals["bytes"] + (seg.bytes_written if seg else 0),
+            "recovered": self.recovered, "config_hash": self.config_hash,
+        }
+
+    def stop(self, timeout: float = 60.0) -> dict:
+        """Finish the open segment and stop; returns the final status."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout / 2)
+            stream = self._stream
+            if self._thread.is_alive() and stream is not None:
+                stream.close()  # a read blocked on a silent server: closing it unblocks the segmenter
+            self._thread.join(timeout / 2)
+        self._set("stopped")
+        return self.status()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the recording loop ends (a finished file channel, or stop); True if it did."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def cpu_seconds(self) -> float:
+        return time.process_time()
+
+    # ------------------------------------------------------------------ loop
+    def _set(self, state: str, detail: str = "", error: str | None = None) -> None:
+        with self._lock:
+            if state != self._state["state"] or detail != self._state["detail"]:
+                self._state.update(state=state, since=_now(), detail=detail)
+            if error is not None:
+                self._state["last_error"] = error
+        log.info("%s: %s %s", self.channel.name, state, detail or error or "")
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, waking early on stop; True if we should go on."""
+        return not self._stop.wait(seconds)
+
+    def _disk_ok(self) -> bool:
+        free = self.storage.free_gb()
+        if free < self.settings.min_free_gb:
+            self._set("paused", f"disk: {free:.1f} GB free < floor {self.settings.min_free_gb:g} GB")
+            return False
+        return True
+
+    def _run(self) -> None:
+        try:
+            {"live": self._run_live, "videos": self._run_videos, "thumbnails": self._run_thumbnails}[self.channel.mode]()
+        except Exception as err:  # a bug: keep it visible in status, Ray restarts on process death only
+            log.exception("%s: recorder crashed", self.channel.name)
+            self._set("failed", error=f"{type(err).__name__}: {err}")
+            raise
+
+    def _poll_wait(self) -> bool:
+        s = self.settings
+        return self._sleep(s.poll_interval_s * (1 - s.poll_jitter * random.random()))
+
+    def _run_live(self) -> None:
+        s = self.settings
+        backoff = s.backoff_initial_s
+        guard = threading.Thread(target=self._guard_disk, daemon=True)
+        guard.start()
+        while not self._stop.is_set():
+            if not self._disk_ok():
+                self._poll_wait()
+                continue
+            self._finish.clear()
+            self._set("connecting")
+            try:
+                stream = self.adapter.open_live()
+            except StreamError as err:
+                self._set("backoff", f"retry in {backoff:g}s", error=str(err))
+                if self._sleep(backoff):
+                    backoff = min(backoff * 2, s.backoff_max_s)
+                continue
+            if stream is None:
+                self._set("offline", f"next check within {s.poll_interval_s:g}s")
+                self._poll_wait()
+                continue
+            before = self._totals["segments"]
+            outcome, error = self._record(stream)
+            if self._totals["segments"] > before:
+                backoff = s.backoff_initial_s  # the stream worked: start the backoff over
+            if outcome in ("stopped", "finished"):
+                continue
+            detail = "stream ended" if outcome == "ended" else "stream dropped"
+            self._set("backoff", f"{detail}; retry in {backoff:g}s", error=error)
+            if self._sleep(backoff):
+                backoff = min(backoff * 2, s.backoff_max_s)
+
+    def _record(self, stream) -> tuple[str, str | None]:
+        self._stream = stream
+        self._segmenter = Segmenter(self._segment_path, self.settings.segment_seconds,
+                                    self._commit_cut, self._quarantine)
+        self._set("recording")
+        try:
+            return self._segmenter.run(stream, self._stop, self._finish), None
+        except StreamError as err:
+            return "dropped", str(err)
+        finally:
+            self._stream, self._segmenter = None, None
+            stream.close()
+
+    def _guard_disk(self) -> None:
+        while not self._stop.wait(self.DISK_CHECK_S):
+            if self.storage.free_gb() < self.settings.min_free_gb:
+                self._finish.set()
+
+    def _segment_path(self, start: datetime) -> Path:
+        path = self.storage.segment_path(self.channel.platform, self.channel.name, start)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ------------------------------------------------------------------ commits
+    def _commit(self, path: Path, start: datetime, end: datetime, info: MediaInfo, status: str,
+                source_id: str | None = None, title: str | None = None, nbytes: int | None = None,
+                sha256: str | None = None) -> None:
+        seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, path.stem)
+        row = manifest.segment_row(
+            segment_id=seg_id, channel=self.channel.name, platform=self.channel.platform,
+            source=self.channel.source, path=path, storage=self.storage, start=start, end=end, info=info,
+            nbytes=nbytes if nbytes is not None else path.stat().st_size, sha256=sha256 or sha256_file(path),
+            status=status, config_hash=self.config_hash, source_id=source_id, title=title)
+        manifest.write_segment(self.storage, row)
+        self._totals["segments"] += 1
+        self._totals["bytes"] += row["bytes"]
+
+    def _commit_cut(self, cut: CutSegment) -> None:
+        self._commit(cut.path, cut.start, cut.end, cut.info, "ok", nbytes=cut.bytes, sha256=cut.sha256)
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        dest = self.storage.quarantine(path, reason)
+        with self._lock:
+            self._state["last_error"] = f"quarantined {dest.name}: {reason}"
+
+    def _manifest_totals(self) -> dict:
+        table = manifest.read_segments(self.storage, self.channel.name)
+        return {"segments": table.num_rows, "bytes": int(sum(table["bytes"].to_pylist() or [0]))}
+
+    # ------------------------------------------------------------------ crash recovery
+    def recover(self) -> int:
+        """Commit or quarantine what a killed recorder left behind; returns how many were fixed."""
+        base = self.storage.channel_dir(self.channel.platform, self.channel.name)
+        if not base.exists():
+            return 0
+        fixed = 0
+        for part in sorted(base.glob(f"*/*{PART_SUFFIX}")):
+            final = part.with_name(part.name.removesuffix(PART_SUFFIX))
+            info = salvage(part, final)
+            if info is None:
+                self.storage.quarantine(part, "unfinished segment with nothing decodable (recorder killed)")
+            else:
+                part.unlink(missing_ok=True)
+                start = _stamp_time(final.stem) or _now()
+                self._commit(final, start, start + timedelta(seconds=info.duration_s), info, "salvaged")
+            fixed += 1
+        for path in sorted(base.glob("*/*")):
+            seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, path.stem) \
+                if path.suffix in VIDEO_EXTS and not path.name.startswith(".") else None
+            if seg_id is None or manifest.has_segment(self.storage, self.channel.name, seg_id):
+                continue
+            # Renamed into place but killed before its manifest row was written.
+            try:
+                info = probe(path)
+            except CorruptMedia as err:
+                self.storage.quarantine(path, str(err))
+            else:
+                start = _stamp_time(path.stem) or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+                self._commit(path, start, start + timedelta(seconds=info.duration_s), info, "ok")
+            fixed += 1
+        if fixed:
+            log.warning("%s: recovered %d unfinished segment(s)", self.channel.name, fixed)
+        return fixed
+
+    # ------------------------------------------------------------------ videos and thumbnails
+    def _load_archive(self) -> set[str]:
+        path = self.storage.archive_path(self.channel.name)
+        return set(path.read_text().split("\n")) - {""} if path.exists() else set()
+
+    def _append_archive(self, archive_id: str) -> None:
+        path = self.storage.archive_path(self.channel.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(archive_id + "\n")
+
+    def _run_videos(self) -> None:
+        staging = self.storage.staging_dir(self.channel.platform, self.channel.name)
+        staging.mkdir(parents=True, exist_ok=True)
+        while not self._stop.is_set():
+            if self._disk_ok():
+                self._set("fetching")
+                try:
+                    for item in self.adapter.fetch_videos(staging, self._load_archive()):
+                        self._commit_video(item)
+                        if self._stop.is_set() or not self._disk_ok():
+                            break
+                except StreamError as err:
+                    self._set("backoff", error=str(err))
+                if self.channel.platform == "file":
+                    self._set("done", "all files ingested")
+                    return  # a folder does not grow by itself; `up` again to pick up new files
+                self._set("idle", f"next check within {self.settings.poll_interval_s:g}s")
+            self._poll_wait()
+
+    def _commit_video(self, item) -> None:
+        try:
+            info = probe(item.path)
+        except CorruptMedia as err:
+            self.storage.quarantine(item.path, f"{item.source_id}: {err}")
+        else:
+            start = item.published or _now()
+            dest = self.storage.segment_path(self.channel.platform, self.channel.name, start,
+                                             key=item.source_id, ext=item.path.suffix.lower())
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            item.path.replace(dest)
+            self._commit(dest, start, start + timedelta(seconds=info.duration_s), info, "ok",
+                         source_id=item.source_id, title=item.title)
+        self._append_archive(item.archive_id)  # after the commit: a crash before it re-fetches
+
+    def _run_thumbnails(self) -> None:
+        while not self._stop.is_set():
+            if self._disk_ok():
+                self._set("fetching")
+                seen = set(read_frame_column(self.storage, "source_id", self.channel.name, "thumbnail"))
+                batch: list[dict] = []
+                try:
+                    for item in self.adapter.fetch_thumbnails(seen):
+                        if (row := self._thumbnail_row(item)) is not None:
+                            batch.append(row)
+                        if len(batch) >= THUMBNAIL_BATCH or self._stop.is_set():
+                            self._flush_thumbnails(batch)
+                        if self._stop.is_set():
+                            break
+                except StreamError as err:
+                    self._set("backoff", error=str(err))
+                self._flush_thumbnails(batch)
+                self._set("idle", f"next check within {self.settings.poll_interval_s:g}s")
+            self._poll_wait()
+
+    def _flush_thumbnails(self, batch: list[dict]) -> None:
+        if batch:
+            write_frames(self.storage, batch, prefix="thumbnails")
+            self._totals["segments"] += len(batch)
+            self._totals["bytes"] += sum(len(r["image"]) for r in batch)
+            batch.clear()
+
+    def _thumbnail_row(self, item) -> dict | None:
+        import av  # the image is probed with the same decoder the pipeline uses
+
+        try:
+            with av.open(io.BytesIO(item.image)) as c:
+                frame = next(c.decode(video=0))
+                fmt = c.format.name
+        except (av.FFmpegError, StopIteration) as err:
+            log.warning("%s: thumbnail of %s does not decode: %s", self.channel.name, item.source_id, err)
+            return None
+        seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, item.source_id)
+        image_format = "png" if "png" in fmt else "webp" if "webp" in fmt else "jpeg"
+        return {
+            "frame_id": frame_id(seg_id, 0, "thumbnail"), "channel": self.channel.name,
+            "platform": self.channel.platform, "segment_id": seg_id, "source_id": item.source_id,
+            "title": item.title, "timestamp": item.published or _now(), "frame_index": 0, "kind": "thumbnail",
+            "width": frame.width, "height": frame.height, "image": item.image, "image_format": image_format,
+            "config_hash": self.config_hash,
+        }

@@ -1,0 +1,133 @@
+"""The storage root's layout and atomic writes (DESIGN.md, "Storage root").
+
+Every file a reader can see is complete: writers fill a hidden temp file in the same folder and
+rename it into place, and completion markers are written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from .config import NAME_RE, Config, dump_config
+
+PART_SUFFIX = ".part"
+_ID_PART = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def utc_stamp(t: datetime) -> str:
+    """`20261123T103512.123Z`: sortable, folder-safe, millisecond resolution."""
+    t = t.astimezone(timezone.utc)
+    return t.strftime("%Y%m%dT%H%M%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _checked(part: str, what: str) -> str:
+    if not _ID_PART.match(part) or part in (".", ".."):
+        raise ValueError(f"{what} {part!r} is not a safe path component")
+    return part
+
+
+class Storage:
+    """Paths under one storage root. Nothing outside the root is ever produced."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    # raw segments -------------------------------------------------------------------------
+    def channel_dir(self, platform: str, channel: str) -> Path:
+        if not NAME_RE.match(channel):
+            raise ValueError(f"channel name {channel!r} is not folder-safe")
+        return self.root / "raw" / _checked(platform, "platform") / channel
+
+    def segment_path(self, platform: str, channel: str, start: datetime, key: str | None = None,
+                     ext: str = ".ts") -> Path:
+        """raw/<platform>/<channel>/<YYYY-MM-DD>/<key or start stamp><ext>."""
+        day = start.astimezone(timezone.utc).strftime("%Y-%m-%d")
+        if not re.match(r"^\.[a-z0-9]{1,8}$", ext):
+            raise ValueError(f"extension {ext!r} is not safe")
+        return self.channel_dir(platform, channel) / day / f"{_checked(key or utc_stamp(start), 'segment key')}{ext}"
+
+    @staticmethod
+    def segment_id(platform: str, channel: str, key: str) -> str:
+        return f"{platform}.{channel}.{_checked(key, 'segment key')}"
+
+    def staging_dir(self, platform: str, channel: str) -> Path:
+        """Where adapters download unfinished files; never read as data."""
+        return self.channel_dir(platform, channel) / "_staging"
+
+    # manifests, markers, configs -------------------------------------------------------
+    @property
+    def segments_manifest(self) -> Path:
+        return self.root / "manifests" / "segments"
+
+    def archive_path(self, channel: str) -> Path:
+        """yt-dlp's download archive for one channel (ids already fetched)."""
+        return self.root / "manifests" / "archives" / f"{channel}.txt"
+
+    def done_marker(self, segment_id: str) -> Path:
+        return self.root / "dataset" / "_done" / _checked(segment_id, "segment id")
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.root / "dataset" / "thumbnails"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def save_config(self, cfg: Config) -> str:
+        """Write the resolved config as configs/<hash>.yaml (once) and return its hash."""
+        h = cfg.hash
+        path = self.root / "configs" / f"{h}.yaml"
+        if not path.exists():
+            atomic_write_bytes(path, dump_config(cfg).encode())
+        return h
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Move a bad file out of the data, keeping its place in the tree and why it was moved."""
+        path = Path(path).resolve()
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            rel = Path("external") / path.name
+        dest = self.quarantine_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            shutil.move(str(path), dest)
+        info = {"file": str(rel), "reason": reason, "at": datetime.now(timezone.utc).isoformat()}
+        atomic_write_bytes(dest.with_name(dest.name + ".reason.json"), json.dumps(info, indent=1).encode())
+        return dest
+
+    def free_gb(self) -> float:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return shutil.disk_usage(self.root).free / 1e9
+
+
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a hidden temp path beside `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())

@@ -1,0 +1,52 @@
+"""Shared fixtures: real footage served as live HLS on loopback, config files, a local Ray."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream2dataset.cluster import ray_env_defaults
+from stream2dataset.demo import SMALL_LAYOUT, LiveHLSServer, build_demo_hls
+
+CACHE = Path(os.environ.get("S2D_CACHE", Path.home() / ".cache" / "stream2dataset"))
+
+
+@pytest.fixture(scope="session")
+def footage() -> Path:
+    """Streamer-layout footage (real carphone face as a facecam), 1 s HLS segments, 8 s long."""
+    return build_demo_hls(CACHE / "test-footage", SMALL_LAYOUT, seconds=8, segment_seconds=1)
+
+
+@pytest.fixture
+def hls(footage):
+    with LiveHLSServer() as server:
+        yield server
+
+
+def write_config(tmp_path: Path, channels: list[dict], **recording) -> Path:
+    rec = {"segment_seconds": 2, "poll_interval_s": 0.5, "poll_jitter": 0.0, "backoff_initial_s": 0.5,
+           "backoff_max_s": 4, "stream_timeout_s": 5, "min_free_gb": 0.01, **recording}
+    path = tmp_path / "stream2dataset.yaml"
+    path.write_text(yaml.safe_dump({"storage": {"root": "data"}, "recording": rec, "channels": channels}))
+    return path
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    import ray
+
+    ray_env_defaults()
+    ray.init(num_cpus=4, namespace="s2d-tests", include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

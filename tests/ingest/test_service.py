@@ -1,0 +1,107 @@
+"""The recording service on a real local Ray: actor restarts, hot reload, and the CLI."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from stream2dataset.config import load_config
+from stream2dataset.ingest import read_segments, service
+from stream2dataset.storage import Storage
+
+from ..conftest import wait_for, write_config
+from .test_recorder import assert_manifest_sound
+
+
+def channel_status(name):
+    for ch in service.status()["channels"]:
+        if ch["channel"] == name:
+            return ch
+    return None
+
+
+@pytest.fixture
+def running(ray_local):
+    yield
+    service.down()
+
+
+def test_killed_recorder_restarts_and_loses_nothing(tmp_path, hls, footage, ray_local, running):
+    url = hls.add_stream("cam", footage)
+    cfg_path = write_config(tmp_path, [{"source": url, "name": "cam"}], segment_seconds=3)
+    service.up(cfg_path)
+    wait_for(lambda: (channel_status("cam") or {}).get("segments", 0) >= 1, 60, what="a first segment")
+    first = channel_status("cam")
+    # Kill mid-segment: wait until the open segment has some bytes, then kill the process.
+    wait_for(lambda: channel_status("cam")["bytes"] > first["bytes"], 10, interval=0.05, what="bytes in flight")
+    ray_local.kill(ray_local.get_actor("recorder-cam"), no_restart=False)
+    wait_for(lambda: (channel_status("cam") or {}).get("restarted"), 60, what="the actor to be restarted")
+    after = channel_status("cam")
+    assert after["pid"] != first["pid"] and after["recovered"] == 1  # it found and fixed the .part
+    wait_for(lambda: channel_status("cam")["segments"] >= after["segments"] + 1, 60, what="recording again")
+    service.down()
+    rows = assert_manifest_sound(Storage(load_config(cfg_path).storage.root))
+    statuses = [r["status"] for r in rows]
+    # The unfinished segment was trimmed and committed (or, if empty, quarantined): never lost silently.
+    quarantined = list((tmp_path / "data" / "quarantine").rglob("*.reason.json"))
+    assert statuses.count("salvaged") + len(quarantined) == 1
+
+
+def test_hot_reload_adds_and_removes_channels(tmp_path, hls, footage, ray_local, running):
+    a, b = hls.add_stream("a", footage), hls.add_stream("b", footage)
+    cfg_path = write_config(tmp_path, [{"source": a, "name": "cam-a"}])
+    service.up(cfg_path)
+    wait_for(lambda: (channel_status("cam-a") or {}).get("state") == "recording", 60, what="cam-a recording")
+    pid_a = channel_status("cam-a")["pid"]
+
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["channels"].append({"source": b, "name": "cam-b"})
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    wait_for(lambda: (channel_status("cam-b") or {}).get("state") == "recording", 60, what="cam-b to start")
+    assert channel_status("cam-a")["pid"] == pid_a  # untouched by the reload
+
+    cfg["channels"] = [c for c in cfg["channels"] if c["name"] != "cam-a"]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    wait_for(lambda: channel_status("cam-a") is None, 60, what="cam-a to stop")
+    with pytest.raises(ValueError):
+        ray_local.get_actor("recorder-cam-a")
+    # A broken edit is refused and shown; recording goes on with the last good config.
+    cfg_path.write_text("recording: {segment_seconds: -1}\n")
+    wait_for(lambda: "config not reloaded" in service.status()["config_error"], 10, what="reload error")
+    assert channel_status("cam-b")["state"] == "recording"
+    service.down()
+    storage = Storage(tmp_path / "data")
+    rows = assert_manifest_sound(storage)
+    assert {"cam-a", "cam-b"} == {r["channel"] for r in rows}  # cam-a's open segment was finished
+
+
+@pytest.mark.slow
+def test_cli_up_status_down_on_a_local_ray(tmp_path, hls, footage):
+    url = hls.add_stream("cli", footage)
+    cfg_path = write_config(tmp_path, [{"source": url, "name": "cli"}])
+    env = {**os.environ, "S2D_STATE_DIR": str(tmp_path / "state"), "RAY_TMPDIR": str(tmp_path / "ray")}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "stream2dataset", *args, "-c", str(cfg_path)],
+                              capture_output=True, text=True, env=env, timeout=180)
+
+    assert cli("status").returncode == 2  # not up yet: a clear error, not a traceback
+    try:
+        started = cli("up")
+        assert started.returncode == 0, started.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            st = cli("status")
+            if "recording" in st.stdout and st.returncode == 0:
+                break
+            time.sleep(1)
+        assert "recording" in st.stdout, st.stdout + st.stderr
+        time.sleep(4)
+    finally:
+        stopped = cli("down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped the local Ray" in stopped.stdout
+    assert read_segments(Storage(tmp_path / "data")).num_rows >= 1

@@ -1,0 +1,103 @@
+"""The config file: every kind of mistake gives one clear line naming the field, the value and the fix."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream2dataset.config import RecordingSettings, channel_fingerprint, load_config, parse_config
+from stream2dataset.errors import ConfigError
+
+
+def error_of(data) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data, "s2d.yaml")
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"recording": {"segment_secnds": 10}}, "s2d.yaml: recording.segment_secnds: unknown field"),
+    ({"recording": {"segment_seconds": "abc"}}, "recording.segment_seconds: Input should be a valid number"),
+    ({"recording": {"segment_seconds": -5}}, "recording.segment_seconds: Input should be greater than 0 (got -5)"),
+    ({"channels": [{"source": "x", "platform": "vimeo"}]}, "channels[0].platform: Input should be 'twitch', 'youtube', 'hls' or 'file' (got 'vimeo')"),
+    ({"channels": [{"source": "shroud", "name": "../etc"}]}, "channels[0].name: must match"),
+    ({"channels": [{"source": "shroud; rm -rf /"}]}, "channels[0].source: contains characters not allowed"),
+    ({"channels": [{"source": "https://www.youtube.com/@somebody", "platform": "twitch"}]},
+     "is not a twitch channel or URL"),
+    ({"channels": [{"source": "ftp://example.com/x"}]}, "no platform matches source 'ftp://example.com/x'"),
+    ({"channels": [{"source": "http://127.0.0.1/a.m3u8", "mode": "thumbnails"}]},
+     "mode 'thumbnails' is not supported by hls; allowed: live"),
+    ({"channels": [{"source": "shroud"}, {"source": "https://twitch.tv/shroud"}]}, "two channels are named 'shroud'"),
+    ({"channels": [{"source": "../../etc/passwd", "platform": "file"}]}, "path traversal"),
+    ({"channels": [{"platform": "twitch"}]}, "channels[0].source: Field required"),
+    ({"recording": {"backoff_initial_s": 10, "backoff_max_s": 1}}, "backoff_max_s must be >= backoff_initial_s"),
+    ({"recording": {"token_env": "lower case"}}, "recording.token_env: String should match pattern"),
+    (["not", "a", "mapping"], "the top level must be a mapping"),
+])
+def test_each_mistake_names_field_value_and_fix(data, expected):
+    msg = error_of(data)
+    assert expected in msg
+    assert "\n" not in msg  # one problem, one line
+
+
+def test_several_mistakes_give_one_line_each():
+    msg = error_of({"recording": {"segment_seconds": 0, "quality": 5}, "bogus": 1})
+    assert len(msg.splitlines()) == 3
+
+
+def test_defaults_and_derived_channel_fields(tmp_path):
+    cfg = parse_config({"channels": [{"source": "https://www.twitch.tv/Some_Streamer", "tags": ["facecam"],
+                                      "recording": {"segment_seconds": 30}}]}, base_dir=tmp_path)
+    ch = cfg.channels[0]
+    assert (ch.platform, ch.name, ch.mode) == ("twitch", "some_streamer", "live")
+    assert ch.settings(cfg.recording).segment_seconds == 30
+    assert ch.settings(cfg.recording).poll_interval_s == RecordingSettings().poll_interval_s
+    assert cfg.storage.root == tmp_path / "s2d-data"  # relative to the config file
+
+
+def test_hash_is_stable_and_tracks_changes(tmp_path):
+    a = parse_config({"channels": [{"source": "shroud"}]})
+    b = parse_config({"channels": [{"source": "https://www.twitch.tv/shroud"}]})
+    assert a.hash == b.hash  # same resolved config, same hash
+    c = parse_config({"channels": [{"source": "shroud"}, {"source": "other_one"}]})
+    assert c.hash != a.hash
+    # Adding a channel leaves the other channel's recorder untouched on reload.
+    assert channel_fingerprint(a, a.channels[0]) == channel_fingerprint(c, c.channels[0])
+
+
+def test_starter_config_is_valid_and_documents_every_default(tmp_path):
+    from importlib.resources import files
+
+    text = files("stream2dataset").joinpath("starter.yaml").read_text()
+    cfg = parse_config(yaml.safe_load(text))
+    assert cfg.recording == RecordingSettings()
+    for field in RecordingSettings.model_fields:
+        assert f"  {field}:" in text, f"starter.yaml does not document recording.{field}"
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found; create one with `stream2dataset init"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("channels: [\n  - source: x\n  oops")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+: not valid YAML"):
+        load_config(bad)
+
+
+def cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "stream2dataset", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_init_check_and_one_line_error(tmp_path):
+    assert cli("init", cwd=tmp_path).returncode == 0
+    assert cli("init", cwd=tmp_path).returncode == 2  # never overwrites silently
+    ok = cli("check", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    Path(tmp_path, "stream2dataset.yaml").write_text("recording:\n  segment_seconds: -1\n")
+    bad = cli("check", cwd=tmp_path)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("error: stream2dataset.yaml: recording.segment_seconds: "
+                                  "Input should be greater than 0 (got -1)")
+    assert "Traceback" not in bad.stderr

@@ -1,0 +1,49 @@
+"""Storage layout: paths stay inside the root, writes are atomic, quarantine keeps the reason."""
+
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from stream2dataset.storage import Storage, atomic_output, atomic_write_bytes, utc_stamp
+
+T = datetime(2026, 11, 23, 10, 35, 12, 123456, tzinfo=timezone.utc)
+
+
+def test_segment_paths_follow_the_layout(tmp_path):
+    s = Storage(tmp_path)
+    assert s.segment_path("twitch", "shroud", T) == tmp_path / "raw/twitch/shroud/2026-11-23/20261123T103512.123Z.ts"
+    assert s.segment_id("twitch", "shroud", utc_stamp(T)) == "twitch.shroud.20261123T103512.123Z"
+
+
+@pytest.mark.parametrize("platform, channel, key", [
+    ("twitch", "../etc", None), ("..", "ok", None), ("twitch", "ok", "../../x"), ("twitch", "a/b", None),
+    ("twitch", "ok", "a b"),
+])
+def test_no_path_escapes_the_root(tmp_path, platform, channel, key):
+    with pytest.raises(ValueError):
+        Storage(tmp_path).segment_path(platform, channel, T, key=key)
+
+
+def test_atomic_output_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a" / "file.bin"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not target.exists() and os.listdir(target.parent) == []
+    atomic_write_bytes(target, b"whole")
+    assert target.read_bytes() == b"whole" and os.listdir(target.parent) == ["file.bin"]
+
+
+def test_quarantine_moves_file_with_reason(tmp_path):
+    s = Storage(tmp_path)
+    bad = s.segment_path("hls", "demo", T)
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"garbage")
+    dest = s.quarantine(bad, "no video stream")
+    assert not bad.exists() and dest.read_bytes() == b"garbage"
+    assert dest.is_relative_to(tmp_path / "quarantine" / "raw" / "hls" / "demo")
+    reason = json.loads(dest.with_name(dest.name + ".reason.json").read_text())
+    assert reason["reason"] == "no video stream"
