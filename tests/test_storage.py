@@ -47,3 +47,28 @@ def test_quarantine_moves_file_with_reason(tmp_path):
     assert dest.is_relative_to(tmp_path / "quarantine" / "raw" / "hls" / "demo")
     reason = json.loads(dest.with_name(dest.name + ".reason.json").read_text())
     assert reason["reason"] == "no video stream"
+
+
+def test_retention_deletes_only_processed_raw_after_keep_hours(tmp_path):
+    from stream2dataset.ingest.manifest import write_segment
+    from stream2dataset.ingest.retention import prune_raw
+
+    s = Storage(tmp_path)
+    ids = []
+    for i in range(3):
+        path = s.segment_path("hls", "demo", T.replace(second=i))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+        seg_id = s.segment_id("hls", "demo", path.stem)
+        ids.append(seg_id)
+        write_segment(s, {"segment_id": seg_id, "channel": "demo", "platform": "hls", "source": "u",
+                          "path": str(path.relative_to(tmp_path)), "start": T, "end": T, "duration_s": 1.0,
+                          "bytes": 1, "status": "ok", "config_hash": "h", "recorded_at": T})
+    for seg_id in ids[:2]:  # two were processed, one hour ago
+        marker = s.done_marker(seg_id)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+        os.utime(marker, (marker.stat().st_mtime - 3600,) * 2)
+    assert prune_raw(s, keep_hours=2) == []
+    assert prune_raw(s, keep_hours=0.5) == ids[:2]
+    assert [p.name for p in (tmp_path / "raw").rglob("*.ts")] == [f"{ids[2].split('.', 2)[2]}.ts"]

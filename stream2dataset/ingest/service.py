@@ -19,13 +19,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..config import Config, channel_fingerprint, load_config
 from ..errors import ConfigError, UserError
+from ..storage import Storage
 from .recorder import ChannelRecorder
+from .retention import prune_raw
 
 log = logging.getLogger(__name__)
 
 SUPERVISOR = "supervisor"
 RECORDER_PREFIX = "recorder-"
 RELOAD_INTERVAL_S = 2.0
+RETENTION_INTERVAL_S = 300.0
 STOP_TIMEOUT_S = 60.0
 
 
@@ -78,9 +81,16 @@ class Supervisor:
                 self.fingerprints[st["channel"]] = st["fingerprint"]
 
     def _watch(self) -> None:
+        last_prune = 0.0
         while not self._stop.wait(RELOAD_INTERVAL_S):
             try:
                 self.reconcile()
+                keep = self.config.retention.raw_keep_hours if self.config else None
+                if keep is not None and time.monotonic() - last_prune > RETENTION_INTERVAL_S:
+                    last_prune = time.monotonic()
+                    removed = prune_raw(Storage(self.config.storage.root), keep)
+                    if removed:
+                        log.info("retention: deleted %d processed raw segments", len(removed))
             except Exception:  # noqa: BLE001 - keep watching; the error is in status
                 log.exception("reconcile failed")
 
