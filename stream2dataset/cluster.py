@@ -43,7 +43,7 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
         return
     if address:
         try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False)
+            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"cannot reach Ray at {address!r} ({err}); check --address / ray.address") from None
         return
@@ -59,7 +59,7 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
         LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
         LOCAL_STATE.write_text(json.dumps({"started_by": "stream2dataset up"}))
     try:
-        ray.init(address="auto", namespace=namespace, log_to_driver=False)
+        ray.init(address="auto", namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError:
         LOCAL_STATE.unlink(missing_ok=True)  # stale: the local Ray was stopped behind our back
         raise UserError("the local Ray started by `up` is gone; run `stream2dataset up` again") from None

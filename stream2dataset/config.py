@@ -83,7 +83,9 @@ class Channel(_Model):
     @field_validator("source")
     @classmethod
     def _safe_source(cls, v: str) -> str:
-        bad = sorted({c for c in v if c in UNSAFE_SOURCE_CHARS})
+        # `&` separates query parameters; sources never reach a shell, so URLs may keep it.
+        unsafe = UNSAFE_SOURCE_CHARS - {"&"} if re.match(r"^[a-z]+://", v) else UNSAFE_SOURCE_CHARS
+        bad = sorted({c for c in v if c in unsafe})
         if bad or not v:
             raise ValueError(f"contains characters not allowed in a source: {''.join(map(repr, bad)) or 'empty'}")
         if ".." in Path(v.split("?")[0]).parts or "/../" in v:

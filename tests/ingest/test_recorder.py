@@ -25,7 +25,7 @@ def assert_manifest_sound(storage):
     for r in rows:
         info = probe(storage.root / r["path"])  # a segment in the manifest always decodes
         assert info.width == 640 and r["width"] == 640 and r["duration_s"] > 0
-    assert not list(storage.root.rglob("*.part")), "a .part was left visible"
+    assert not list((storage.root / "raw").rglob("*.part")), "a .part was left visible in raw/"
     on_disk = {str(p.relative_to(storage.root)) for p in (storage.root / "raw").rglob("*.ts")}
     assert on_disk == {r["path"] for r in rows}, "files and manifest disagree"
     return rows
