@@ -39,7 +39,7 @@ def record_with_service(urls: list[str], seconds: float, work: Path) -> dict:
     cfg_path = work / "stream2dataset.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     ray_env_defaults()
-    ray.init(namespace="s2d-bench", include_dashboard=False, log_to_driver=False)
+    ray.init(namespace="s2d-bench", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         service.up(cfg_path)
         actors = [ray.get_actor(f"recorder-s{i}") for i in range(len(urls))]

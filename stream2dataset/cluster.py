@@ -67,8 +67,11 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
 
 def stop_local() -> bool:
     """Stop the local Ray that `up` started, if any."""
+    import ray
+
     if not LOCAL_STATE.exists():
         return False
+    ray.shutdown()  # disconnect first, or Ray reports its own head processes dying to this driver
     subprocess.run([_ray_cli(), "stop"], capture_output=True)
     LOCAL_STATE.unlink(missing_ok=True)
     return True

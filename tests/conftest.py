@@ -2,6 +2,10 @@
 
 import os
 import time
+
+# yt-dlp before streamlink in every process: both patch urllib3, and only this order works
+# (DESIGN.md). Some tests import streamlink directly, so the test process fixes the order here.
+import yt_dlp  # noqa: F401
 from pathlib import Path
 
 import pytest

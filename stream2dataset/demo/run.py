@@ -7,6 +7,7 @@ cleanly and shows what was recorded. Later stages extend this same command down 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
 
     from ..cli import segments_table, status_table
     from ..cluster import ray_env_defaults
+    from ..dataset.preview import contact_sheet
     from ..ingest import read_segments, service
     from ..ingest.segments import probe
     from ..storage import Storage
@@ -56,7 +58,8 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
 
         ray_env_defaults()
         with console.status("starting a local Ray..."):
-            ray.init(namespace="stream2dataset-demo", include_dashboard=False, log_to_driver=False)
+            ray.init(namespace="stream2dataset-demo", include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
         try:
             status = service.up(config_path)
             deadline = time.monotonic() + seconds
@@ -78,3 +81,6 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
         probe(root / row["path"])
     console.print(segments_table(root))
     console.print(f"{len(rows)} segments recorded, each verified to decode; files under {root / 'raw'}")
+    if rows:
+        sheet = contact_sheet([root / r["path"] for r in rows], workdir / "recorded-segments.png")
+        console.print(f"first frame of every segment: {sheet}")

@@ -9,8 +9,8 @@ one. So no completed segment is ever lost or written twice.
 
 from __future__ import annotations
 
-import io
 import logging
+import os
 import random
 import threading
 import time
@@ -18,28 +18,21 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..config import Config
-from ..dataset import frame_id, read_frame_column, write_frames
+from ..dataset import read_frame_column, thumbnail_row, write_frames
 from ..errors import CorruptMedia, StreamError
 from ..storage import PART_SUFFIX, Storage
 from . import manifest
 from .platforms import adapter_for
-from .segments import CutSegment, MediaInfo, Segmenter, probe, salvage, sha256_file
+from .recovery import recover_channel
+from .segments import CutSegment, MediaInfo, Segmenter, probe, sha256_file
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTS = {".ts", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".flv"}
 THUMBNAIL_BATCH = 64
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _stamp_time(stem: str) -> datetime | None:
-    try:
-        return datetime.strptime(stem, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        return None
 
 
 class ChannelRecorder:
@@ -70,13 +63,21 @@ class ChannelRecorder:
     def status(self) -> dict:
         with self._lock:
             st = dict(self._state)
-        seg = self._segmenter
         return {
             "channel": self.channel.name, "platform": self.channel.platform, "mode": self.channel.mode,
             **st, "since": st["since"].isoformat(timespec="seconds"),
-            "segments": self._totals["segments"], "bytes": self._totals["bytes"] + (seg.bytes_written if seg else 0),
+            "segments": self._totals["segments"], "bytes": self._totals["bytes"] + self._open_bytes(),
             "recovered": self.recovered, "config_hash": self.config_hash,
         }
+
+    def _open_bytes(self) -> int:
+        """Bytes of the segment being written (committed ones are in the totals already)."""
+        seg = self._segmenter
+        current = seg.current_path if seg else None
+        try:
+            return os.stat(f"{current}{PART_SUFFIX}").st_size if current else 0
+        except OSError:  # committed or discarded between the two lines
+            return 0
 
     def stop(self, timeout: float = 60.0) -> dict:
         """Finish the open segment and stop; returns the final status."""
@@ -215,34 +216,7 @@ class ChannelRecorder:
     # ------------------------------------------------------------------ crash recovery
     def recover(self) -> int:
         """Commit or quarantine what a killed recorder left behind; returns how many were fixed."""
-        base = self.storage.channel_dir(self.channel.platform, self.channel.name)
-        if not base.exists():
-            return 0
-        fixed = 0
-        for part in sorted(base.glob(f"*/*{PART_SUFFIX}")):
-            final = part.with_name(part.name.removesuffix(PART_SUFFIX))
-            info = salvage(part, final)
-            if info is None:
-                self.storage.quarantine(part, "unfinished segment with nothing decodable (recorder killed)")
-            else:
-                part.unlink(missing_ok=True)
-                start = _stamp_time(final.stem) or _now()
-                self._commit(final, start, start + timedelta(seconds=info.duration_s), info, "salvaged")
-            fixed += 1
-        for path in sorted(base.glob("*/*")):
-            seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, path.stem) \
-                if path.suffix in VIDEO_EXTS and not path.name.startswith(".") else None
-            if seg_id is None or manifest.has_segment(self.storage, self.channel.name, seg_id):
-                continue
-            # Renamed into place but killed before its manifest row was written.
-            try:
-                info = probe(path)
-            except CorruptMedia as err:
-                self.storage.quarantine(path, str(err))
-            else:
-                start = _stamp_time(path.stem) or datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
-                self._commit(path, start, start + timedelta(seconds=info.duration_s), info, "ok")
-            fixed += 1
+        fixed = recover_channel(self.storage, self.channel.platform, self.channel.name, self._commit)
         if fixed:
             log.warning("%s: recovered %d unfinished segment(s)", self.channel.name, fixed)
         return fixed
@@ -300,7 +274,10 @@ class ChannelRecorder:
                 batch: list[dict] = []
                 try:
                     for item in self.adapter.fetch_thumbnails(seen):
-                        if (row := self._thumbnail_row(item)) is not None:
+                        seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, item.source_id)
+                        row = thumbnail_row(item, channel=self.channel.name, platform=self.channel.platform,
+                                            segment_id=seg_id, config_hash=self.config_hash)
+                        if row is not None:
                             batch.append(row)
                         if len(batch) >= THUMBNAIL_BATCH or self._stop.is_set():
                             self._flush_thumbnails(batch)
@@ -318,23 +295,3 @@ class ChannelRecorder:
             self._totals["segments"] += len(batch)
             self._totals["bytes"] += sum(len(r["image"]) for r in batch)
             batch.clear()
-
-    def _thumbnail_row(self, item) -> dict | None:
-        import av  # the image is probed with the same decoder the pipeline uses
-
-        try:
-            with av.open(io.BytesIO(item.image)) as c:
-                frame = next(c.decode(video=0))
-                fmt = c.format.name
-        except (av.FFmpegError, StopIteration) as err:
-            log.warning("%s: thumbnail of %s does not decode: %s", self.channel.name, item.source_id, err)
-            return None
-        seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, item.source_id)
-        image_format = "png" if "png" in fmt else "webp" if "webp" in fmt else "jpeg"
-        return {
-            "frame_id": frame_id(seg_id, 0, "thumbnail"), "channel": self.channel.name,
-            "platform": self.channel.platform, "segment_id": seg_id, "source_id": item.source_id,
-            "title": item.title, "timestamp": item.published or _now(), "frame_index": 0, "kind": "thumbnail",
-            "width": frame.width, "height": frame.height, "image": item.image, "image_format": image_format,
-            "config_hash": self.config_hash,
-        }

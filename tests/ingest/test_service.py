@@ -114,3 +114,17 @@ def test_cli_up_status_down_on_a_local_ray(tmp_path, hls, footage):
     assert stopped.returncode == 0, stopped.stderr
     assert "stopped the local Ray" in stopped.stdout
     assert read_segments(Storage(tmp_path / "data")).num_rows >= 1
+
+
+def test_cli_record_in_the_foreground(tmp_path, hls, footage):
+    url = hls.add_stream("fg", footage)
+    cfg_path = write_config(tmp_path, [{"source": url, "name": "fg"}])
+    run = lambda *a: subprocess.run([sys.executable, "-m", "stream2dataset", *a, "-c", str(cfg_path)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    bad = run("record", "fg", "--duration", "ten minutes")
+    assert bad.returncode == 2 and "--duration 'ten minutes': use a number with s, m or h" in bad.stderr
+    assert run("record", "nope", "--duration", "1s").stderr.startswith("error: no channel named 'nope'")
+    done = run("record", "fg", "--duration", "7s")
+    assert done.returncode == 0, done.stderr
+    rows = read_segments(Storage(tmp_path / "data")).to_pylist()
+    assert len(rows) >= 2 and "recorded segments" in done.stdout
