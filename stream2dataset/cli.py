@@ -6,12 +6,14 @@ import logging
 import re
 import sys
 import time
+from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Optional
 
 import click
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -42,14 +44,30 @@ def _human_bytes(n: int | None) -> str:
     return f"{n:.1f} TB"
 
 
+def _since(iso: str | None) -> str:
+    """`11:20:37 (3m ago)`: when the state began, and how long it has lasted."""
+    if not iso:
+        return ""
+    t = datetime.fromisoformat(iso)
+    secs = int((datetime.now(timezone.utc) - t).total_seconds())
+    ago = f"{secs}s" if secs < 120 else f"{secs // 60}m" if secs < 7200 else f"{secs // 3600}h"
+    return f"{t.astimezone(timezone.utc):%H:%M:%S} ({ago} ago)"
+
+
 def status_table(st: dict) -> Table:
-    table = Table(title=f"stream2dataset — {st.get('config', '')}")
-    for col in ("channel", "platform", "mode", "state", "since", "segments", "bytes", "detail", "last error"):
-        table.add_column(col, overflow="fold")
+    table = Table(title=f"stream2dataset — {st.get('config', '')}", box=box.SIMPLE_HEAD)
+    table.add_column("channel", no_wrap=True)
+    table.add_column("state", min_width=9)
+    table.add_column("since", min_width=8)  # wraps before "(3m ago)" on narrow terminals
+    table.add_column("segments", no_wrap=True, justify="right")
+    table.add_column("bytes", no_wrap=True, justify="right")
+    table.add_column("last error", overflow="fold", ratio=1, min_width=12)
     for ch in st["channels"]:
-        table.add_row(ch["channel"], ch.get("platform", ""), ch.get("mode", ""), ch["state"], ch.get("since", ""),
-                      str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("detail", ""),
-                      ch.get("last_error", ""))
+        kind = " · ".join(x for x in (ch.get("platform"), ch.get("mode")) if x)
+        detail = ch.get("detail", "")
+        table.add_row(f"{ch['channel']}\n[dim]{kind}[/dim]" if kind else ch["channel"],
+                      f"{ch['state']}\n[dim]{detail}[/dim]" if detail else ch["state"], _since(ch.get("since")),
+                      str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("last_error", ""))
     if st.get("config_error"):
         table.caption = f"[red]{st['config_error']}[/red]"
     return table

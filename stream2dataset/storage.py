@@ -19,6 +19,8 @@ from typing import Iterator
 from .config import NAME_RE, Config, dump_config
 
 PART_SUFFIX = ".part"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: there is no way to read the umask without setting it
 _ID_PART = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
@@ -119,6 +121,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; data must be readable like any new file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -54,3 +54,20 @@ def ray_local():
     ray.init(num_cpus=4, namespace="s2d-tests", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip, with the reason, on machines without CUDA (CI has none)."""
+    if any("gpu" in item.keywords for item in items) and not _cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (runs on the device machine)")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)

@@ -35,6 +35,9 @@ def test_atomic_output_leaves_nothing_on_failure(tmp_path):
     assert not target.exists() and os.listdir(target.parent) == []
     atomic_write_bytes(target, b"whole")
     assert target.read_bytes() == b"whole" and os.listdir(target.parent) == ["file.bin"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
 
 
 def test_quarantine_moves_file_with_reason(tmp_path):
