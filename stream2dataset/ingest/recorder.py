@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from ..config import Config
-from ..dataset import read_frame_column, thumbnail_row, write_frames
+from ..dataset import frames_dir, read_frame_column, thumbnail_row, write_frames
 from ..errors import CorruptMedia, StreamError
 from ..storage import PART_SUFFIX, Storage
 from . import manifest
@@ -210,6 +210,11 @@ class ChannelRecorder:
             self._state["last_error"] = f"quarantined {dest.name}: {reason}"
 
     def _manifest_totals(self) -> dict:
+        """What this channel has stored so far (thumbnails count as its items in that mode)."""
+        if self.channel.mode == "thumbnails":  # bytes on disk: cheaper than reading every image
+            shards = (frames_dir(self.storage) / f"channel={self.channel.name}").rglob("thumbnails-*.parquet")
+            return {"segments": len(read_frame_column(self.storage, "frame_id", self.channel.name, "thumbnail")),
+                    "bytes": sum(p.stat().st_size for p in shards)}
         table = manifest.read_segments(self.storage, self.channel.name)
         return {"segments": table.num_rows, "bytes": int(sum(table["bytes"].to_pylist() or [0]))}
 
@@ -232,24 +237,41 @@ class ChannelRecorder:
         with open(path, "a") as f:
             f.write(archive_id + "\n")
 
+    def _fetch_loop(self, fetch_once, repeat: bool = True) -> None:
+        """Videos and thumbnails modes: fetch what is new, then wait; errors back off."""
+        s = self.settings
+        backoff = s.backoff_initial_s
+        while not self._stop.is_set():
+            if not self._disk_ok():
+                self._poll_wait()
+                continue
+            self._set("fetching")
+            try:
+                fetch_once()
+            except StreamError as err:
+                self._set("backoff", f"retry in {backoff:g}s", error=str(err))
+                if self._sleep(backoff):
+                    backoff = min(backoff * 2, s.backoff_max_s)
+                continue
+            backoff = s.backoff_initial_s
+            if not repeat:
+                self._set("done", "all files ingested")
+                return
+            self._set("idle", f"next check within {s.poll_interval_s:g}s")
+            self._poll_wait()
+
     def _run_videos(self) -> None:
         staging = self.storage.staging_dir(self.channel.platform, self.channel.name)
         staging.mkdir(parents=True, exist_ok=True)
-        while not self._stop.is_set():
-            if self._disk_ok():
-                self._set("fetching")
-                try:
-                    for item in self.adapter.fetch_videos(staging, self._load_archive()):
-                        self._commit_video(item)
-                        if self._stop.is_set() or not self._disk_ok():
-                            break
-                except StreamError as err:
-                    self._set("backoff", error=str(err))
-                if self.channel.platform == "file":
-                    self._set("done", "all files ingested")
-                    return  # a folder does not grow by itself; `up` again to pick up new files
-                self._set("idle", f"next check within {self.settings.poll_interval_s:g}s")
-            self._poll_wait()
+
+        def fetch_once() -> None:
+            for item in self.adapter.fetch_videos(staging, self._load_archive()):
+                self._commit_video(item)
+                if self._stop.is_set() or not self._disk_ok():
+                    return
+
+        # A folder does not grow by itself: a file channel ends when done (`up` again for new files).
+        self._fetch_loop(fetch_once, repeat=self.channel.platform != "file")
 
     def _commit_video(self, item) -> None:
         try:
@@ -267,27 +289,24 @@ class ChannelRecorder:
         self._append_archive(item.archive_id)  # after the commit: a crash before it re-fetches
 
     def _run_thumbnails(self) -> None:
-        while not self._stop.is_set():
-            if self._disk_ok():
-                self._set("fetching")
-                seen = set(read_frame_column(self.storage, "source_id", self.channel.name, "thumbnail"))
-                batch: list[dict] = []
-                try:
-                    for item in self.adapter.fetch_thumbnails(seen):
-                        seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, item.source_id)
-                        row = thumbnail_row(item, channel=self.channel.name, platform=self.channel.platform,
-                                            segment_id=seg_id, config_hash=self.config_hash)
-                        if row is not None:
-                            batch.append(row)
-                        if len(batch) >= THUMBNAIL_BATCH or self._stop.is_set():
-                            self._flush_thumbnails(batch)
-                        if self._stop.is_set():
-                            break
-                except StreamError as err:
-                    self._set("backoff", error=str(err))
-                self._flush_thumbnails(batch)
-                self._set("idle", f"next check within {self.settings.poll_interval_s:g}s")
-            self._poll_wait()
+        def fetch_once() -> None:
+            seen = set(read_frame_column(self.storage, "source_id", self.channel.name, "thumbnail"))
+            batch: list[dict] = []
+            try:
+                for item in self.adapter.fetch_thumbnails(seen):
+                    seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, item.source_id)
+                    row = thumbnail_row(item, channel=self.channel.name, platform=self.channel.platform,
+                                        segment_id=seg_id, config_hash=self.config_hash)
+                    if row is not None:
+                        batch.append(row)
+                    if len(batch) >= THUMBNAIL_BATCH:
+                        self._flush_thumbnails(batch)
+                    if self._stop.is_set():
+                        return
+            finally:
+                self._flush_thumbnails(batch)  # what was fetched before an error or a stop is kept
+
+        self._fetch_loop(fetch_once)
 
     def _flush_thumbnails(self, batch: list[dict]) -> None:
         if batch:

@@ -193,7 +193,7 @@ def test_youtube_channel_modes_through_the_recorder(site, tmp_path, monkeypatch,
             if rec.status()["state"] == "idle":
                 break
             time.sleep(0.1)
-        rec.stop()
+        return rec.stop()
 
     run_once()
     if mode == "videos":
@@ -209,8 +209,28 @@ def test_youtube_channel_modes_through_the_recorder(site, tmp_path, monkeypatch,
         assert sorted(ids) == ["clip-one", "clip-two"] and sorted(titles) == ["First clip", "Second clip"]
         assert sorted(images) == sorted([server.files["/t/one.jpg"], server.files["/t/two.jpg"]])
     before = dict(server.requests)
-    run_once()  # a re-run fetches nothing twice and adds no rows
+    again = run_once()  # a re-run fetches nothing twice and adds no rows
+    assert again["segments"] == 2 and again["bytes"] > 0  # it still reports what the channel has
     fetched = [p for p in server.requests if p.startswith(("/v/", "/t/")) and server.requests[p] != before.get(p)]
     assert fetched == []
     assert read_segments(storage).num_rows == (2 if mode == "videos" else 0)
     assert len(read_frame_column(storage, "source_id", "somechannel", "thumbnail")) == (0 if mode == "videos" else 2)
+
+
+def test_a_failing_channel_url_backs_off(site, tmp_path, monkeypatch):
+    from stream2dataset.config import load_config
+    from stream2dataset.ingest import ChannelRecorder
+    from stream2dataset.ingest.platforms import YouTubeAdapter
+
+    from ..conftest import wait_for, write_config
+
+    base, _ = site
+    monkeypatch.setattr(YouTubeAdapter, "_url", lambda self, live: f"{base}/no-such-feed.xml")
+    cfg_path = write_config(tmp_path, [{"source": "@gone", "platform": "youtube", "mode": "thumbnails"}],
+                            backoff_initial_s=0.2, backoff_max_s=0.4)
+    rec = ChannelRecorder(load_config(cfg_path), "gone")
+    seen = set()
+    wait_for(lambda: seen.add(rec.status()["detail"]) or "retry in 0.4s" in seen, 15, interval=0.02,
+             what="backoff doubling")
+    st = rec.stop()
+    assert "retry in 0.2s" in seen and "404" in st["last_error"]
