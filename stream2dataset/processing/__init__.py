@@ -1,0 +1,1 @@
+"""Processing: decode and sample frames, detect faces and people, crop, transform, hash."""
