@@ -142,11 +142,57 @@ class RetentionConfig(_Model):
         None, ge=0, description="delete raw segments this long after they were processed; none keeps them")
 
 
+OUTPUTS = ("facecam", "face", "aligned_face", "silhouette", "person", "person_cutout", "frame")
+
+
+class ClipSettings(_Model):
+    """Runs of consecutive frames for the temporal model."""
+
+    enabled: bool = Field(False, description="also cut clips of consecutive frames")
+    fps: float = Field(8.0, gt=0, le=60, description="clip frame rate")
+    length: int = Field(16, ge=2, le=256, description="frames per clip")
+    min_motion: float = Field(1.0, ge=0, description="mean grey-level change per frame below which a clip is static")
+
+
+class ProcessingConfig(_Model):
+    """How recorded segments become frames (DESIGN.md `processing/`)."""
+
+    outputs: list[Literal["facecam", "face", "aligned_face", "silhouette", "person", "person_cutout", "frame"]] = \
+        Field(default_factory=lambda: ["facecam"], min_length=1, description="crops made from each sampled frame")
+    sample_fps: float = Field(1.0, gt=0, le=120, description="frames sampled per second of video")
+    keyframes_only: bool = Field(False, description="decode keyframes only (about 10x cheaper, sparser)")
+    max_side: int = Field(1280, ge=64, le=8192, description="frames are downscaled to this longest side while decoding")
+    window_s: float = Field(60.0, gt=0, le=3600, description="long videos are processed in windows this long")
+    detector: Literal["mediapipe", "haar"] = Field("mediapipe", description="face detector (haar: OpenCV fallback)")
+    min_face_score: float = Field(0.75, ge=0, le=1, description="faces below this detector score are dropped")
+    min_crop_px: int = Field(64, ge=8, description="crops smaller than this (either side) are dropped")
+    min_sharpness: float = Field(15.0, ge=0, description="variance of the Laplacian below which a crop is blurred")
+    face_margin: float = Field(0.5, ge=0, le=3, description="`face` output: margin around the face, in face sizes")
+    aligned_size: int = Field(256, ge=32, le=2048, description="`aligned_face` output size")
+    person_threshold: float = Field(0.5, gt=0, lt=1, description="person mask confidence threshold")
+    min_person_area: float = Field(0.02, ge=0, le=1, description="frames whose person covers less are dropped")
+    transforms: list[Any] = Field(default_factory=lambda: [{"resize": {"size": 256, "mode": "pad"}}],
+                                  description="applied in order to every crop (see `transforms` in the README)")
+    image_format: Literal["png", "jpeg", "webp"] = Field("png", description="how crops are stored")
+    dedup_distance: int = Field(4, ge=0, le=64, description="consecutive crops within this pHash distance are duplicates")
+    clips: ClipSettings = Field(default_factory=ClipSettings)
+    concurrency: int | None = Field(None, ge=1, description="processing actors; none: one per CPU")
+
+    @field_validator("transforms")
+    @classmethod
+    def _valid_chain(cls, v: list[Any]) -> list[Any]:
+        from .processing.transforms import parse_chain  # imports OpenCV: only for a processing config
+
+        parse_chain(v)  # raises ValueError naming the step, the parameter and what is allowed
+        return v
+
+
 class Config(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     channels: list[Channel] = Field(default_factory=list)
 
     @model_validator(mode="after")
