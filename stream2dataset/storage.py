@@ -92,8 +92,11 @@ class Storage:
             atomic_write_bytes(path, dump_config(cfg).encode())
         return h
 
-    def quarantine(self, path: Path, reason: str) -> Path:
-        """Move a bad file out of the data, keeping its place in the tree and why it was moved."""
+    def quarantine(self, path: Path, reason: str, move: bool = True) -> Path:
+        """Move a bad file out of the data, keeping its place in the tree and why it was moved.
+
+        `move=False` records only the reason: for an operator's own files outside the root.
+        """
         path = Path(path).resolve()
         try:
             rel = path.relative_to(self.root)
@@ -101,7 +104,7 @@ class Storage:
             rel = Path("external") / path.name
         dest = self.quarantine_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
+        if move and path.exists():
             shutil.move(str(path), dest)
         info = {"file": str(rel), "reason": reason, "at": datetime.now(timezone.utc).isoformat()}
         atomic_write_bytes(dest.with_name(dest.name + ".reason.json"), json.dumps(info, indent=1).encode())

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 _TS = pa.timestamp("ms", tz="UTC")
 
-FRAME_KINDS = ("facecam", "silhouette", "thumbnail", "frame")
+FRAME_KINDS = ("facecam", "face", "aligned_face", "silhouette", "person", "person_cutout", "thumbnail", "frame")
 
 FRAME_SCHEMA = pa.schema([
     ("frame_id", pa.string()),        # stable: hash of segment id + frame index + kind

@@ -1,0 +1,118 @@
+"""The processing job on Ray Data: segments → windows → WindowProcessor actors → rows + report.
+
+Segments come from the manifest (those without a completion marker) or from local files
+(`stream2dataset process PATH...`). Long videos are cut into windows of `window_s`, so memory
+stays flat however long the input and the work spreads over the cluster. A segment gets its
+marker `dataset/_done/<segment-id>` when all its windows are done; a video that fails to decode
+keeps its good frames and is quarantined with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ..config import Config
+from ..errors import CorruptMedia, UserError
+from ..ingest.manifest import read_segments
+from ..ingest.platforms import slug
+from ..ingest.recovery import VIDEO_EXTS
+from ..storage import Storage, atomic_write_bytes
+from .decode import video_info
+from .window import WindowProcessor, window_id
+
+
+def pending_segments(storage: Storage) -> list[dict]:
+    """Committed segments that processing has not finished."""
+    out = []
+    for row in read_segments(storage).to_pylist():
+        path = storage.root / row["path"]
+        if not storage.done_marker(row["segment_id"]).exists() and path.exists():
+            out.append({"segment_id": row["segment_id"], "channel": row["channel"], "platform": row["platform"],
+                        "path": str(path), "start_ts": row["start"].timestamp(), "source_id": row["source_id"] or ""})
+    return out
+
+
+def file_segments(paths: list[Path]) -> list[dict]:
+    """Local videos as segments of a `file` channel named after their folder; ids from content."""
+    out = []
+    for root in paths:
+        root = Path(root).expanduser().resolve()
+        if not root.exists():
+            raise UserError(f"{root}: no such file or folder")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS)
+        channel = slug(root.parent.name if root.is_file() else root.name)
+        for f in files:
+            digest = hashlib.sha256()
+            with open(f, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            out.append({"segment_id": f"file.{channel}.{digest.hexdigest()[:16]}", "channel": channel,
+                        "platform": "file", "path": str(f), "start_ts": f.stat().st_mtime, "source_id": f.name})
+    return out
+
+
+def plan_windows(segments: list[dict], window_s: float) -> tuple[list[dict], dict[str, str]]:
+    """Windows of every segment; segments that cannot even be opened come back as failures."""
+    windows, failed = [], {}
+    for seg in segments:
+        try:
+            info = video_info(seg["path"])
+        except CorruptMedia as err:
+            failed[seg["segment_id"]] = str(err)
+            continue
+        count = max(1, math.ceil((info["duration_s"] or 0) / window_s))
+        for k in range(count):
+            end = (k + 1) * window_s if k < count - 1 else 1e9  # the last window runs to the end
+            windows.append({**seg, "window": k, "start_s": k * window_s, "end_s": end, "width": info["width"]})
+    return windows, failed
+
+
+def process(config: Config, segments: list[dict], concurrency: int | None = None) -> dict:
+    """Run the processing job on the connected (or a new local) Ray; returns the report."""
+    import ray
+
+    storage = Storage(config.storage.root)
+    config_hash = storage.save_config(config)
+    windows, failed = plan_windows(segments, config.processing.window_s)
+    summaries: list[dict] = []
+    if windows:
+        actors = concurrency or config.processing.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ds = ray.data.from_items(windows).map_batches(
+            WindowProcessor, batch_size=1, num_cpus=1,
+            # Grows up to `actors` as CPUs allow: recorders may hold some of them.
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(windows))),
+            fn_constructor_kwargs={"processing": config.processing, "root": str(storage.root),
+                                   "config_hash": config_hash})
+        summaries = ds.take_all()
+    return _finish(storage, segments, windows, summaries, failed)
+
+
+def _finish(storage: Storage, segments: list[dict], windows: list[dict], summaries: list[dict],
+            failed: dict[str, str]) -> dict:
+    by_id = {s["window_id"]: s for s in summaries}
+    report = {"segments": len(segments), "windows": len(windows), "frames": 0, "kept": 0, "duplicates": 0,
+              "drops": Counter(), "seconds": Counter(), "quarantined": [], "facecams": Counter()}
+    errors = dict(failed)
+    for w in windows:
+        s = by_id[window_id(w["segment_id"], w["window"])]
+        report["frames"] += s["frames"]
+        report["kept"] += s["kept"]
+        report["duplicates"] += s["duplicates"]
+        report["drops"].update(json.loads(s["drops"]))
+        report["seconds"].update(json.loads(s["seconds"]))
+        report["facecams"][s["facecam"]] += 1
+        if s["error"]:
+            errors.setdefault(w["segment_id"], s["error"])
+    for seg in segments:
+        sid = seg["segment_id"]
+        if sid in errors:  # good frames are kept; the file goes where it can't be retried forever
+            storage.quarantine(Path(seg["path"]), errors[sid], move=seg["platform"] != "file")
+            report["quarantined"].append({"segment_id": sid, "reason": errors[sid]})
+        done = {"segment_id": sid, "at": datetime.now(timezone.utc).isoformat(), "error": errors.get(sid, "")}
+        atomic_write_bytes(storage.done_marker(sid), json.dumps(done).encode())
+    return report

@@ -1,0 +1,148 @@
+"""One window of one segment, end to end: sample → detect → facecam → crop → transform → hash → rows.
+
+`WindowProcessor` is a Ray Data stage (DESIGN.md: a callable class over a batch dict; models load
+once per actor in `__init__`). It writes its rows itself and returns only a summary, so images
+never travel through Ray's object store, and a window whose marker exists is skipped: re-running
+after a crash redoes only unfinished windows and never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import cv2
+import numpy as np
+
+from ..config import ProcessingConfig
+from ..dataset import frame_id, write_frames
+from ..errors import CorruptMedia
+from ..storage import Storage, atomic_write_bytes
+from .crops import FACE_KINDS, PERSON_KINDS, Crop, frame_crops
+from .decode import sample_frames
+from .facecam import FacecamEstimate, estimate_facecam
+from .hashing import mark_near_duplicates, phash64
+from .transforms import apply_chain, chain_names, parse_chain
+
+NO_FACECAM = FacecamEstimate("none", None, None, 0.0, 0.0)
+FACECAM_FRAMES = 12
+
+
+def encode(image: np.ndarray, fmt: str) -> bytes:
+    """PNG (lossless) by default; cv2 wants BGR(A)."""
+    code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    ok, buf = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", cv2.cvtColor(image, code))
+    if not ok:
+        raise ValueError(f"could not encode a {image.shape} image as {fmt}")
+    return buf.tobytes()
+
+
+def window_id(segment_id: str, index: int) -> str:
+    return f"{segment_id}.w{index:04d}"
+
+
+class WindowProcessor:
+    def __init__(self, processing: ProcessingConfig, root: str, config_hash: str):
+        from .detect import FaceDetector
+        from .person import PersonSegmenter
+
+        self.cfg = processing
+        self.storage = Storage(root)
+        self.config_hash = config_hash
+        self.steps = parse_chain(processing.transforms)
+        self.transform_names = chain_names(self.steps)
+        self.detector_name = "mediapipe" if processing.detector == "mediapipe" else "haar"
+        # Detect a little below the keep threshold, so near misses are counted as `low_score`.
+        self.detector = FaceDetector(min_score=min(0.5, processing.min_face_score), method=processing.detector) \
+            if any(k in FACE_KINDS for k in processing.outputs) else None
+        self.segmenter = PersonSegmenter() if any(k in PERSON_KINDS for k in processing.outputs) else None
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
+        windows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        summaries = [self.process(w) for w in windows]
+        return {key: [s[key] for s in summaries] for key in summaries[0]}
+
+    def process(self, win: dict) -> dict:
+        wid = window_id(win["segment_id"], int(win["window"]))
+        marker = self.storage.done_marker(wid)
+        if marker.exists():  # finished by an earlier run
+            return {"window_id": wid, "skipped": True, **json.loads(marker.read_text())}
+        timings: Counter = Counter()
+        drops: Counter = Counter()
+        clock = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            timings[stage] += now - clock
+            clock = now
+
+        frames, error = [], ""
+        try:
+            frames.extend(sample_frames(win["path"], self.cfg.sample_fps, self.cfg.keyframes_only,
+                                        self.cfg.max_side, float(win["start_s"]), float(win["end_s"])))
+        except CorruptMedia as err:  # keep the good frames; the pipeline quarantines the file
+            error = str(err)
+        lap("decode")
+        faces = [self.detector.detect(f.image) for f in frames] if self.detector else [[] for _ in frames]
+        lap("detect")
+        cam = NO_FACECAM
+        if "facecam" in self.cfg.outputs and frames:
+            # A dozen frames spread over the window show which edges stay put; more only cost memory.
+            pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), FACECAM_FRAMES)).astype(int))
+            cam = estimate_facecam([frames[i].image for i in pick], [[x.box for x in faces[i]] for i in pick])
+        lap("facecam")
+        masks = [self.segmenter.mask(f.image) for f in frames] if self.segmenter else [None] * len(frames)
+        lap("person")
+        crops: list[tuple[int, Crop]] = []
+        for i, (frame, fs, mask) in enumerate(zip(frames, faces, masks)):
+            made, reasons = frame_crops(frame.image, fs, cam, mask, self.cfg, self.detector_name)
+            crops += [(i, c) for c in made]
+            drops.update(reasons)
+        lap("crop")
+        images = [apply_chain(self.steps, c.image[None])[0] for _, c in crops]
+        lap("transform")
+        hashes = phash64(np.stack(images)) if images and len({im.shape for im in images}) == 1 else \
+            np.array([phash64(im[None])[0] for im in images], dtype=np.uint64)
+        lap("hash")
+        rows = self._rows(win, frames, crops, images, hashes)
+        lap("encode")
+        write_frames(self.storage, rows, prefix=wid)
+        lap("write")
+        summary = {
+            "window_id": wid, "skipped": False, "segment_id": win["segment_id"], "frames": len(frames),
+            "kept": sum(r["dup_of"] is None for r in rows), "duplicates": sum(r["dup_of"] is not None for r in rows),
+            "drops": json.dumps(dict(drops)), "error": error, "facecam": cam.kind,
+            "facecam_box": json.dumps(cam.box), "seconds": json.dumps({k: round(v, 4) for k, v in timings.items()}),
+        }
+        if not error:  # a broken window is redone next time, after the file is dealt with
+            atomic_write_bytes(marker, json.dumps({k: v for k, v in summary.items() if k != "skipped"}).encode())
+        return summary
+
+    def _rows(self, win: dict, frames: list, crops: list[tuple[int, Crop]], images: list[np.ndarray],
+              hashes: np.ndarray) -> list[dict]:
+        scale = float(win["width"]) / frames[0].image.shape[1] if frames else 1.0  # back to source pixels
+        start = datetime.fromtimestamp(float(win["start_ts"]), timezone.utc)
+        rows: list[dict] = []
+        kept_by_kind: dict[str, list[int]] = {}
+        for (i, crop), image, h in zip(crops, images, hashes):
+            kept_by_kind.setdefault(crop.kind, []).append(len(rows))
+            f = frames[i]
+            rows.append({
+                "frame_id": frame_id(win["segment_id"], f.frame_index, crop.kind), "channel": win["channel"],
+                "platform": win["platform"], "segment_id": win["segment_id"], "source_id": win["source_id"] or None,
+                "timestamp": start + timedelta(seconds=f.pts_s), "frame_index": f.frame_index, "kind": crop.kind,
+                "width": image.shape[1], "height": image.shape[0], "image": encode(image, self.cfg.image_format),
+                "image_format": self.cfg.image_format, "crop_box": [int(round(v * scale)) for v in crop.box],
+                "detector": crop.detector, "score": crop.score, "phash": int(h), "dup_of": None,
+                "transforms": self.transform_names, "config_hash": self.config_hash,
+            })
+        # Near-duplicates within the window, per kind, in time order: point at the kept frame.
+        for indices in kept_by_kind.values():
+            marks = mark_near_duplicates(hashes[indices], self.cfg.dedup_distance)
+            for j, kept in zip(indices, marks):
+                if kept is not None:
+                    rows[j]["dup_of"] = rows[indices[kept]]["frame_id"]
+        return rows
