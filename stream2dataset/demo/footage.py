@@ -32,12 +32,13 @@ class Box(NamedTuple):
 
 @dataclass(frozen=True)
 class Layout:
-    """Frame size, frame rate and where the facecam sits."""
+    """Frame size, frame rate, where the facecam sits, and the ffmpeg lavfi source behind it."""
 
     width: int
     height: int
     fps: int
     facecam: Box
+    background: str = "testsrc2"  # any lavfi video source: mandelbrot, life, cellauto, smptehdbars...
 
     @classmethod
     def streamer(cls, width: int, height: int, fps: int, cam_width: int, margin: int) -> Layout:
@@ -74,7 +75,7 @@ def _ffmpeg_args(layout: Layout, seconds: int, segment_seconds: int, out: Path) 
     )
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=size={layout.width}x{layout.height}:rate={layout.fps}",
+        "-f", "lavfi", "-i", f"{layout.background}=size={layout.width}x{layout.height}:rate={layout.fps}",
         "-stream_loop", "-1", "-i", str(carphone_path()),
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
         "-filter_complex", graph, "-map", "[v]", "-map", "2:a",
@@ -92,6 +93,8 @@ def build_demo_hls(
     out_dir = Path(out_dir)
     meta = {**asdict(layout), "seconds": seconds, "segment_seconds": segment_seconds}
     meta["facecam"] = layout.facecam._asdict()
+    if layout.background == "testsrc2":
+        del meta["background"]  # the default: same cache key as footage built before it existed
     if _cached(out_dir, meta):
         return out_dir
     if shutil.which("ffmpeg") is None:

@@ -78,6 +78,7 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
 
     storage = Storage(config.storage.root)
     config_hash = storage.save_config(config)
+    segments = [s for s in segments if not storage.done_marker(s["segment_id"]).exists()]  # re-runs add nothing
     windows, failed = plan_windows(segments, config.processing.window_s)
     summaries: list[dict] = []
     if windows:

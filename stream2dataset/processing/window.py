@@ -13,13 +13,13 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-import cv2
 import numpy as np
 
 from ..config import ProcessingConfig
-from ..dataset import frame_id, write_frames
+from ..dataset import frame_id, write_clips, write_frames
 from ..errors import CorruptMedia
 from ..storage import Storage, atomic_write_bytes
+from .clips import clip_row, cut_clips, encode_frames
 from .crops import FACE_KINDS, PERSON_KINDS, Crop, frame_crops
 from .decode import sample_frames
 from .facecam import FacecamEstimate, estimate_facecam
@@ -28,15 +28,6 @@ from .transforms import apply_chain, chain_names, parse_chain
 
 NO_FACECAM = FacecamEstimate("none", None, None, 0.0, 0.0)
 FACECAM_FRAMES = 12
-
-
-def encode(image: np.ndarray, fmt: str) -> bytes:
-    """PNG (lossless) by default; cv2 wants BGR(A)."""
-    code = cv2.COLOR_RGBA2BGRA if image.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    ok, buf = cv2.imencode(f".{'jpg' if fmt == 'jpeg' else fmt}", cv2.cvtColor(image, code))
-    if not ok:
-        raise ValueError(f"could not encode a {image.shape} image as {fmt}")
-    return buf.tobytes()
 
 
 def window_id(segment_id: str, index: int) -> str:
@@ -111,15 +102,37 @@ class WindowProcessor:
         lap("encode")
         write_frames(self.storage, rows, prefix=wid)
         lap("write")
+        clips = self._clips(win, wid, cam, drops) if self.cfg.clips.enabled and frames else 0
+        lap("clips")
         summary = {
             "window_id": wid, "skipped": False, "segment_id": win["segment_id"], "frames": len(frames),
             "kept": sum(r["dup_of"] is None for r in rows), "duplicates": sum(r["dup_of"] is not None for r in rows),
-            "drops": json.dumps(dict(drops)), "error": error, "facecam": cam.kind,
+            "clips": clips, "drops": json.dumps(dict(drops)), "error": error, "facecam": cam.kind,
             "facecam_box": json.dumps(cam.box), "seconds": json.dumps({k: round(v, 4) for k, v in timings.items()}),
         }
         if not error:  # a broken window is redone next time, after the file is dealt with
             atomic_write_bytes(marker, json.dumps({k: v for k, v in summary.items() if k != "skipped"}).encode())
         return summary
+
+    def _clips(self, win: dict, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
+        """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model."""
+        c = self.cfg.clips
+        try:
+            frames = list(sample_frames(win["path"], c.fps, False, self.cfg.max_side,
+                                        float(win["start_s"]), float(win["end_s"])))
+        except CorruptMedia:
+            return 0  # the frame pass has already recorded why; clips need unbroken runs anyway
+        kind, box = ("facecam", cam.box) if cam.box is not None else ("frame", None)
+        clips, reasons = cut_clips(frames, box, length=c.length, min_motion=c.min_motion, steps=self.steps, fps=c.fps)
+        drops.update({f"clip_{reason}": n for reason, n in reasons.items()})
+        scale = float(win["width"]) / frames[0].image.shape[1] if frames else 1.0
+        source_box = [int(round(v * scale)) for v in box] if box else None
+        rows = [clip_row(clip, channel=win["channel"], platform=win["platform"], segment_id=win["segment_id"],
+                         segment_start=datetime.fromtimestamp(float(win["start_ts"]), timezone.utc), kind=kind,
+                         fps=c.fps, box=source_box, transforms=self.transform_names, config_hash=self.config_hash,
+                         image_format=self.cfg.image_format) for clip in clips]
+        write_clips(self.storage, rows, name=wid)
+        return len(rows)
 
     def _rows(self, win: dict, frames: list, crops: list[tuple[int, Crop]], images: list[np.ndarray],
               hashes: np.ndarray) -> list[dict]:
@@ -134,7 +147,7 @@ class WindowProcessor:
                 "frame_id": frame_id(win["segment_id"], f.frame_index, crop.kind), "channel": win["channel"],
                 "platform": win["platform"], "segment_id": win["segment_id"], "source_id": win["source_id"] or None,
                 "timestamp": start + timedelta(seconds=f.pts_s), "frame_index": f.frame_index, "kind": crop.kind,
-                "width": image.shape[1], "height": image.shape[0], "image": encode(image, self.cfg.image_format),
+                "width": image.shape[1], "height": image.shape[0], "image": encode_frames([image], self.cfg.image_format)[0],
                 "image_format": self.cfg.image_format, "crop_box": [int(round(v * scale)) for v in crop.box],
                 "detector": crop.detector, "score": crop.score, "phash": int(h), "dup_of": None,
                 "transforms": self.transform_names, "config_hash": self.config_hash,

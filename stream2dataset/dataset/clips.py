@@ -1,0 +1,73 @@
+"""The clips table: consecutive frames for the temporal model (DESIGN.md "Rows", `clips`).
+
+Shards live at dataset/clips/channel=<c>/date=<d>/<name>.parquet. The caller names the shard
+(e.g. after the segment), so re-processing a segment replaces its shard instead of adding one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..storage import Storage, atomic_output
+
+__all__ = ["CLIP_SCHEMA", "clip_id", "clips_dir", "read_clips", "write_clips"]
+
+CLIP_SCHEMA = pa.schema([
+    ("clip_id", pa.string()),          # stable: hash of segment id + start frame index + kind
+    ("channel", pa.string()),
+    ("platform", pa.string()),
+    ("segment_id", pa.string()),
+    ("kind", pa.string()),             # facecam | person | frame ...
+    ("start", pa.timestamp("ms", tz="UTC")),  # the first frame's wall-clock time
+    ("fps", pa.float32()),
+    ("frame_count", pa.int32()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("frames", pa.list_(pa.binary())),  # encoded images, in order
+    ("image_format", pa.string()),     # png | jpeg | webp
+    ("crop_box", pa.list_(pa.int32(), 4)),  # x, y, w, h in the sampled frame's pixels
+    ("motion", pa.float32()),
+    ("transforms", pa.list_(pa.string())),
+    ("config_hash", pa.string()),
+])
+
+
+def clip_id(segment_id: str, start_index: int, kind: str) -> str:
+    return hashlib.sha256(f"{segment_id}\0{start_index}\0{kind}".encode()).hexdigest()[:24]
+
+
+def clips_dir(storage: Storage) -> Path:
+    return storage.root / "dataset" / "clips"
+
+
+def write_clips(storage: Storage, rows: list[dict], name: str) -> Path | None:
+    """Write `rows` (one channel) as one atomic shard named `name`; None if there are no rows.
+
+    The date folder is the earliest clip's UTC date: like raw/<date>/ it follows the segment's
+    start, so a segment that runs past midnight still gives one shard, found again on a re-run.
+    """
+    if not rows:
+        return None
+    channels = {row["channel"] for row in rows}
+    if len(channels) != 1:
+        raise ValueError(f"write_clips takes one channel's rows per shard (got {sorted(channels)})")
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"shard name {name!r} is not a plain file name")
+    day = min(row["start"] for row in rows).strftime("%Y-%m-%d")
+    path = clips_dir(storage) / f"channel={channels.pop()}" / f"date={day}" / f"{name}.parquet"
+    with atomic_output(path) as tmp:
+        pq.write_table(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), tmp, compression="zstd")
+    return path
+
+
+def read_clips(storage: Storage, channel: str | None = None) -> pa.Table:
+    """All stored clips (of one channel), in shard path order; an empty table if none."""
+    base = clips_dir(storage) / f"channel={channel}" if channel else clips_dir(storage)
+    paths = sorted(p for p in base.rglob("*.parquet") if not p.name.startswith(".")) if base.exists() else []
+    # File by file, not as a dataset: pyarrow would add the hive folders as extra columns.
+    tables = [pq.read_table(p, schema=CLIP_SCHEMA) for p in paths]
+    return pa.concat_tables(tables) if tables else CLIP_SCHEMA.empty_table()
