@@ -68,8 +68,13 @@ def status_table(st: dict) -> Table:
         table.add_row(f"{ch['channel']}\n[dim]{kind}[/dim]" if kind else ch["channel"],
                       f"{ch['state']}\n[dim]{detail}[/dim]" if detail else ch["state"], _since(ch.get("since")),
                       str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("last_error", ""))
+    notes = []
+    if proc := st.get("processing"):
+        notes.append(f"processing: {proc['state']}" + (f" · last run {proc['last']}" if proc.get("last") else "")
+                     + (f" · [red]{proc['error']}[/red]" if proc.get("error") else ""))
     if st.get("config_error"):
-        table.caption = f"[red]{st['config_error']}[/red]"
+        notes.append(f"[red]{st['config_error']}[/red]")
+    table.caption = "\n".join(notes) or None
     return table
 
 
@@ -198,6 +203,58 @@ def segments(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
     """Summarise the recorded segments in the manifest."""
     cfg = load_config(config)
     console.print(segments_table(cfg.storage.root, channel))
+
+
+def report_table(report: dict, title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    table.add_column("what")
+    table.add_column("value", overflow="fold")
+    for key in ("segments", "windows", "frames", "kept", "duplicates"):
+        table.add_row(key if key != "frames" else "frames sampled", str(report[key]))
+    table.add_row("facecams", ", ".join(f"{k}: {v}" for k, v in sorted(report["facecams"].items())) or "-")
+    table.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in sorted(report["drops"].items())) or "-")
+    table.add_row("seconds per stage", ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()) or "-")
+    for q in report["quarantined"]:
+        table.add_row("[red]quarantined[/red]", f"{q['segment_id']}: {q['reason']}")
+    return table
+
+
+@app.command()
+def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos or folders; none: pending segments")] = None,
+            config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
+    """Turn videos into dataset rows: recorded segments not yet processed, or local files/folders."""
+    from . import cluster
+    from .processing.pipeline import file_segments, pending_segments
+    from .processing.pipeline import process as run_pipeline
+    from .storage import Storage
+
+    cfg = load_config(config)
+    segments = file_segments(paths) if paths else pending_segments(Storage(cfg.storage.root))
+    cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
+    console.print(report_table(run_pipeline(cfg, segments), f"processed into {cfg.storage.root / 'dataset'}"))
+
+
+@app.command()
+def render(src: Path, dst: Path,
+           transforms: Annotated[str, typer.Option(help="e.g. 'silhouette, one_color(color=white), contrast(gain=1.8)'")],
+           inline: Annotated[bool, typer.Option(help="run on this process instead of Ray")] = False) -> None:
+    """Re-render a video frame by frame through a transform chain, keeping its audio."""
+    from .processing.render import FrameChain
+    from .processing.render import render as render_video
+
+    if not src.is_file():
+        raise UserError(f"{src}: no such video file")
+    try:
+        chain = FrameChain(transforms)
+    except ValueError as err:
+        raise UserError(f"--transforms: {err}") from None
+    if not inline:
+        from . import cluster
+
+        cluster.connect_for_job(None, "stream2dataset")
+    with console.status(f"rendering {src.name}..."):
+        result = render_video(src, dst, chain, parallel=not inline)
+    console.print(f"wrote {dst}: {result['frames']} frames in {result['seconds']:.1f} s, audio {result['audio']}")
 
 
 @app.command()

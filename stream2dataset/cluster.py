@@ -75,3 +75,16 @@ def stop_local() -> bool:
     subprocess.run([_ray_cli(), "stop"], capture_output=True)
     LOCAL_STATE.unlink(missing_ok=True)
     return True
+
+
+def connect_for_job(address: str | None, namespace: str) -> None:
+    """A foreground job uses the running service's Ray (or `address`), else a Ray of its own."""
+    import ray
+
+    ray_env_defaults()
+    if ray.is_initialized():
+        return
+    if address or LOCAL_STATE.exists():
+        connect(address, namespace, start_local=False)
+    else:
+        ray.init(namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)

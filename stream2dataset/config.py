@@ -157,6 +157,8 @@ class ClipSettings(_Model):
 class ProcessingConfig(_Model):
     """How recorded segments become frames (DESIGN.md `processing/`)."""
 
+    auto: bool = Field(True, description="while `up` runs, process new segments as they are committed")
+    interval_s: float = Field(30.0, gt=0, description="how often `up` looks for new segments to process")
     outputs: list[Literal["facecam", "face", "aligned_face", "silhouette", "person", "person_cutout", "frame"]] = \
         Field(default_factory=lambda: ["facecam"], min_length=1, description="crops made from each sampled frame")
     sample_fps: float = Field(1.0, gt=0, le=120, description="frames sampled per second of video")

@@ -29,11 +29,13 @@ def hls(footage):
         yield server
 
 
-def write_config(tmp_path: Path, channels: list[dict], **recording) -> Path:
+def write_config(tmp_path: Path, channels: list[dict], processing: dict | None = None, **recording) -> Path:
+    """A config for tests: quick polling and backoff; processing only when a test asks for it."""
     rec = {"segment_seconds": 2, "poll_interval_s": 0.5, "poll_jitter": 0.0, "backoff_initial_s": 0.5,
            "backoff_max_s": 4, "stream_timeout_s": 5, "min_free_gb": 0.01, **recording}
     path = tmp_path / "stream2dataset.yaml"
-    path.write_text(yaml.safe_dump({"storage": {"root": "data"}, "recording": rec, "channels": channels}))
+    path.write_text(yaml.safe_dump({"storage": {"root": "data"}, "recording": rec,
+                                    "processing": processing or {"auto": False}, "channels": channels}))
     return path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import av
@@ -20,17 +21,21 @@ def first_frame(path: Path, width: int) -> np.ndarray:
         return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
 
 
-def contact_sheet(paths: list[Path], out: Path, columns: int = 4, width: int = 320, pad: int = 4) -> Path:
-    """Tile the first frame of each video into a PNG grid (atomic write)."""
-    if not paths:
-        raise ValueError("no videos to show")
-    tiles = [first_frame(p, width) for p in paths]
+def tile(images: list[np.ndarray], out: Path, columns: int = 4, width: int = 320, pad: int = 4) -> Path:
+    """Tile RGB images (scaled to `width`) into one PNG grid, row by row (atomic write)."""
+    if not images:
+        raise ValueError("no images to show")
+    tiles = []
+    for im in images:
+        height = max(2, round(im.shape[0] * width / im.shape[1] / 2) * 2)
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(im[..., :3]), format="rgb24")
+        tiles.append(frame.reformat(width=width, height=height).to_ndarray(format="rgb24"))
     h = max(t.shape[0] for t in tiles)
     rows = -(-len(tiles) // columns)
     sheet = np.full((rows * (h + pad) + pad, columns * (width + pad) + pad, 3), 24, np.uint8)
-    for i, tile in enumerate(tiles):
+    for i, t in enumerate(tiles):
         y, x = pad + (i // columns) * (h + pad), pad + (i % columns) * (width + pad)
-        sheet[y:y + tile.shape[0], x:x + width] = tile
+        sheet[y:y + t.shape[0], x:x + width] = t
     with atomic_output(out) as tmp:
         with av.open(str(tmp), "w", format="image2", options={"update": "1"}) as c:
             s = c.add_stream("png")
@@ -40,3 +45,22 @@ def contact_sheet(paths: list[Path], out: Path, columns: int = 4, width: int = 3
             for packet in s.encode():
                 c.mux(packet)
     return out
+
+
+def contact_sheet(paths: list[Path], out: Path, columns: int = 4, width: int = 320, pad: int = 4) -> Path:
+    """The first frame of each video, tiled into a PNG grid."""
+    if not paths:
+        raise ValueError("no videos to show")
+    return tile([first_frame(p, width) for p in paths], out, columns, width, pad)
+
+
+def crops_sheet(rows: list[dict], out: Path, per_kind: int = 8, width: int = 160) -> Path:
+    """Kept crops from frame rows, one line per kind: what the dataset holds, at a glance."""
+    images: list[np.ndarray] = []
+    for kind in sorted({r["kind"] for r in rows}):
+        kept = [r for r in rows if r["kind"] == kind and r["dup_of"] is None][:per_kind]
+        for r in kept:
+            with av.open(io.BytesIO(r["image"])) as c:
+                images.append(next(c.decode(video=0)).to_ndarray(format="rgb24"))
+        images += [np.full((width, width, 3), 24, np.uint8)] * (per_kind - len(kept))  # keep kinds on their own line
+    return tile(images, out, columns=per_kind, width=width)

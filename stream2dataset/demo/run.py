@@ -1,8 +1,10 @@
 """`stream2dataset demo`: the whole pipeline built so far, on the embedded demo channel.
 
 Renders the demo footage once (real face video as a facecam on a game-like background), serves it
-as a live HLS stream on loopback, runs the recording service on a local Ray for `seconds`, stops it
-cleanly and shows what was recorded. Later stages extend this same command down the pipeline.
+as a live HLS stream on loopback, runs the service on a local Ray for `seconds` (recording, and
+processing new segments as they come), stops it cleanly, processes what is left, and shows what
+was recorded and what the dataset holds (tables, a sheet of segments and a sheet of crops).
+Later stages extend this same command down the pipeline.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ def demo_config(url: str) -> dict:
         "storage": {"root": "data"},
         "recording": {"segment_seconds": SEGMENT_SECONDS, "poll_interval_s": 5, "backoff_initial_s": 1,
                       "backoff_max_s": 10, "stream_timeout_s": 15, "min_free_gb": 0.5},
+        "processing": {"interval_s": 10, "outputs": ["facecam", "face", "aligned_face"],
+                       "clips": {"enabled": True, "fps": 8, "length": 16}},
         "channels": [{"source": url, "name": "demo", "tags": ["demo", "facecam"]}],
     }
 
@@ -38,7 +42,9 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
     from ..cluster import ray_env_defaults
     from ..dataset.preview import contact_sheet
     from ..ingest import read_segments, service
+    from ..config import load_config
     from ..ingest.segments import probe
+    from ..processing.pipeline import pending_segments, process
     from ..storage import Storage
 
     workdir = workdir.resolve()
@@ -72,15 +78,38 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
             with console.status("stopping: each recorder finishes its open segment..."):
                 final = service.down()
             console.print(status_table({"channels": final, "config": "stopped"}))
+
+            root = workdir / "data"
+            storage = Storage(root)
+            rows = read_segments(storage).to_pylist()
+            for row in rows:  # the promise of the manifest: every listed segment decodes
+                probe(root / row["path"])
+            console.print(segments_table(root))
+            console.print(f"{len(rows)} segments recorded, each verified to decode; files under {root / 'raw'}")
+            if rows:
+                sheet = contact_sheet([root / r["path"] for r in rows], workdir / "recorded-segments.png")
+                console.print(f"first frame of every segment: {sheet}")
+            # Processing ran while recording; the segments committed at the end are done here.
+            pending = pending_segments(storage)
+            with console.status(f"processing the last {len(pending)} segment(s)..."):
+                process(load_config(config_path), pending)
+            _show_dataset(storage, workdir, console)
         finally:
             ray.shutdown()
 
-    root = workdir / "data"
-    rows = read_segments(Storage(root)).to_pylist()
-    for row in rows:  # the promise of the manifest: every listed segment decodes
-        probe(root / row["path"])
-    console.print(segments_table(root))
-    console.print(f"{len(rows)} segments recorded, each verified to decode; files under {root / 'raw'}")
+
+def _show_dataset(storage, workdir: Path, console: Console) -> None:
+    import pyarrow.parquet as pq
+
+    from ..dataset import frames_dir, read_clips
+    from ..dataset.preview import crops_sheet
+
+    rows = [r for p in sorted(frames_dir(storage).rglob("*.parquet")) for r in pq.ParquetFile(p).read().to_pylist()]
+    kinds = {k: sum(r["kind"] == k and r["dup_of"] is None for r in rows) for k in sorted({r["kind"] for r in rows})}
+    dups = sum(r["dup_of"] is not None for r in rows)
+    clips = read_clips(storage).num_rows
+    console.print(f"dataset: {', '.join(f'{n} {k}' for k, n in kinds.items())} crops kept, {dups} near-duplicates "
+                  f"marked, {clips} clips of 16 frames; facecam box "
+                  f"{next((r['crop_box'] for r in rows if r['kind'] == 'facecam'), '-')}")
     if rows:
-        sheet = contact_sheet([root / r["path"] for r in rows], workdir / "recorded-segments.png")
-        console.print(f"first frame of every segment: {sheet}")
+        console.print(f"crops, one line per kind: {crops_sheet(rows, workdir / 'crops.png')}")

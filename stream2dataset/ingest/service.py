@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 SUPERVISOR = "supervisor"
 RECORDER_PREFIX = "recorder-"
 RELOAD_INTERVAL_S = 2.0
-RETENTION_INTERVAL_S = 300.0
 STOP_TIMEOUT_S = 60.0
 
 
@@ -64,6 +63,9 @@ class Supervisor:
         self.fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._processor: threading.Thread | None = None
+        self._last_process = 0.0
+        self.processing = {"state": "idle", "since": time.time(), "last": "", "error": ""}
         self._adopt_running()
         self.reconcile()
         threading.Thread(target=self._watch, daemon=True).start()
@@ -80,17 +82,41 @@ class Supervisor:
                 self.recorders[st["channel"]] = handle
                 self.fingerprints[st["channel"]] = st["fingerprint"]
 
+    def _process_pending(self, cfg: Config) -> None:
+        """One processing job over the committed segments not yet processed (runs in a thread)."""
+        from ..processing.pipeline import pending_segments, process
+
+        try:
+            segments = pending_segments(Storage(cfg.storage.root))
+            if segments:
+                self.processing.update(state="running", since=time.time(), segments=len(segments))
+                report = process(cfg, segments)
+                self.processing.update(last=f"{report['segments']} segments, {report['kept']} crops kept", error="")
+            if cfg.retention.raw_keep_hours is not None:  # raw files may go once processed
+                removed = prune_raw(Storage(cfg.storage.root), cfg.retention.raw_keep_hours)
+                if removed:
+                    log.info("retention: deleted %d processed raw segments", len(removed))
+        except Exception as err:  # noqa: BLE001 - shown in status; the next round retries
+            log.exception("processing failed")
+            self.processing["error"] = f"{type(err).__name__}: {err}"
+        finally:
+            self.processing.update(state="idle", since=time.time())
+
+    def _maybe_process(self) -> None:
+        cfg = self.config
+        busy = self._processor is not None and self._processor.is_alive()
+        if cfg is None or not cfg.processing.auto or busy or self._stop.is_set():
+            return
+        if time.monotonic() - self._last_process >= cfg.processing.interval_s:
+            self._last_process = time.monotonic()
+            self._processor = threading.Thread(target=self._process_pending, args=(cfg,), daemon=True)
+            self._processor.start()
+
     def _watch(self) -> None:
-        last_prune = 0.0
         while not self._stop.wait(RELOAD_INTERVAL_S):
             try:
                 self.reconcile()
-                keep = self.config.retention.raw_keep_hours if self.config else None
-                if keep is not None and time.monotonic() - last_prune > RETENTION_INTERVAL_S:
-                    last_prune = time.monotonic()
-                    removed = prune_raw(Storage(self.config.storage.root), keep)
-                    if removed:
-                        log.info("retention: deleted %d processed raw segments", len(removed))
+                self._maybe_process()
             except Exception:  # noqa: BLE001 - keep watching; the error is in status
                 log.exception("reconcile failed")
 
@@ -158,7 +184,7 @@ class Supervisor:
                 rows.append(ray.get(refs[n]) if refs[n] in ready else {"channel": n, "state": "restarting"})
             except ray.exceptions.RayError as err:
                 rows.append({"channel": n, "state": "restarting", "last_error": type(err).__name__})
-        return {"config": str(self.path), "config_error": self.error, "channels": rows}
+        return {"config": str(self.path), "config_error": self.error, "channels": rows, "processing": self.processing}
 
     def shutdown(self) -> list[dict]:
         """Stop every recorder (each finishes its open segment) and the watcher."""

@@ -270,3 +270,45 @@ class _Writer:
                 self.queue.extend(self.as_.encode(frame))
             self.queue.extend(self.as_.encode(None))
         self._flush_audio(everything=True)
+
+
+PERSON_STEPS = ("silhouette", "person_cutout")
+
+
+class FrameChain:
+    """A picklable `frame_fn` for `render`: optional person segmentation, then a transform chain.
+
+    `silhouette` (white person on black) or `person_cutout` (person on a removed background) may
+    lead the chain; the segmenter loads lazily, once per worker process. RGBA results are laid
+    over black, since video has no alpha.
+    """
+
+    def __init__(self, text: str, person_threshold: float = 0.5):
+        from .transforms import chain_specs_from_text, parse_chain
+
+        specs = chain_specs_from_text(text)
+        self.person = specs.pop(0) if specs and specs[0] in PERSON_STEPS else None
+        self.steps = parse_chain(specs)  # raises ValueError naming the step and parameter
+        self.threshold = person_threshold
+        self._segmenter = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_segmenter": None}  # mediapipe objects don't pickle: reload there
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        from .transforms import apply_chain
+
+        image = frame
+        if self.person:
+            if self._segmenter is None:
+                from .person import PersonSegmenter
+
+                self._segmenter = PersonSegmenter()
+            alpha = ((self._segmenter.mask(frame) >= self.threshold) * 255).astype(np.uint8)
+            image = np.repeat(alpha[..., None], 3, axis=2) if self.person == "silhouette" else \
+                np.dstack([frame * (alpha[..., None] > 0), alpha])
+        out = apply_chain(self.steps, image[None])[0]
+        if out.shape[2] == 4:
+            out = (out[..., :3] * (out[..., 3:] / 255.0)).astype(np.uint8)
+        h, w = out.shape[:2]
+        return np.ascontiguousarray(out[: h - h % 2, : w - w % 2])  # H.264 yuv420p needs even sides

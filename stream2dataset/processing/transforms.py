@@ -296,6 +296,48 @@ def parse_chain(specs: list[Any]) -> list[Step]:
     return steps
 
 
+def _split_top(text: str) -> list[str]:
+    """Split on commas that are not inside (), [] or {}."""
+    parts, depth, current = [], 0, ""
+    for ch in text + ",":
+        if ch == "," and depth == 0:
+            if current.strip():
+                parts.append(current.strip())
+            current = ""
+            continue
+        depth += (ch in "([{") - (ch in ")]}")
+        current += ch
+    return parts
+
+
+def chain_specs_from_text(text: str) -> list[Any]:
+    """`"clahe, resize(size=256, mode=crop)"` -> config specs: the syntax `chain_names` writes.
+
+    Values are YAML scalars or lists; `(r,g,b)` reads as a list, as `chain_names` prints tuples.
+    """
+    import yaml
+
+    specs: list[Any] = []
+    for part in _split_top(text):
+        name, paren, rest = part.partition("(")
+        if not paren:
+            specs.append(name.strip())
+            continue
+        if not rest.rstrip().endswith(")"):
+            raise ValueError(f"{part!r}: missing ')'")
+        params = {}
+        for arg in _split_top(rest.rstrip()[:-1]):
+            key, eq, value = arg.partition("=")
+            if not eq:
+                raise ValueError(f"{part!r}: parameters are written key=value (got {arg!r})")
+            value = value.strip()
+            if value.startswith("(") and value.endswith(")"):
+                value = f"[{value[1:-1]}]"
+            params[key.strip()] = yaml.safe_load(value)
+        specs.append({name.strip(): params})
+    return specs
+
+
 def apply_chain(steps: list[Step], batch: np.ndarray) -> np.ndarray:
     """Run the steps in order. An empty batch comes back as it is (cv2 has no empty images)."""
     if len(batch) == 0:

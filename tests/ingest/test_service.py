@@ -128,3 +128,23 @@ def test_cli_record_in_the_foreground(tmp_path, hls, footage):
     assert done.returncode == 0, done.stderr
     rows = read_segments(Storage(tmp_path / "data")).to_pylist()
     assert len(rows) >= 2 and "recorded segments" in done.stdout
+
+
+def test_up_processes_new_segments_and_applies_retention(tmp_path, hls, footage, ray_local, running):
+    url = hls.add_stream("proc", footage)
+    cfg_path = write_config(tmp_path, [{"source": url, "name": "proc"}],
+                            processing={"auto": True, "interval_s": 1, "outputs": ["facecam"], "sample_fps": 2,
+                                        "min_crop_px": 32})
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["retention"] = {"raw_keep_hours": 0}  # raw files go as soon as they are processed
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    service.up(cfg_path)
+    storage = Storage(tmp_path / "data")
+    wait_for(lambda: "crops kept" in service.status()["processing"]["last"], 120, interval=0.5,
+             what="a processing run while up")
+    service.down()
+    rows = read_segments(storage).to_pylist()
+    done = [r for r in rows if storage.done_marker(r["segment_id"]).exists()]
+    assert done, "no segment was processed"
+    assert not any((storage.root / r["path"]).exists() for r in done)  # retention removed processed raw
+    assert list((storage.root / "dataset" / "frames").rglob("*.parquet"))
