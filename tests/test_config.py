@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream2dataset.config import RecordingSettings, channel_fingerprint, load_config, parse_config
+from stream2dataset.config import ProcessingConfig, RecordingSettings, channel_fingerprint, load_config, parse_config
 from stream2dataset.errors import ConfigError
 
 
@@ -34,6 +34,10 @@ def error_of(data) -> str:
     ({"channels": [{"platform": "twitch"}]}, "channels[0].source: Field required"),
     ({"recording": {"backoff_initial_s": 10, "backoff_max_s": 1}}, "backoff_max_s must be >= backoff_initial_s"),
     ({"recording": {"token_env": "lower case"}}, "recording.token_env: String should match pattern"),
+    ({"processing": {"transforms": ["sharpen"]}}, "processing.transforms: step 0: unknown transform 'sharpen'"),
+    ({"processing": {"transforms": [{"resize": {"size": 256, "mode": "fit"}}]}},
+     "processing.transforms: step 0 (resize): mode: Input should be 'pad', 'crop' or 'stretch' (got 'fit')"),
+    ({"processing": {"outputs": ["facecams"]}}, "processing.outputs[0]: Input should be 'facecam'"),
     (["not", "a", "mapping"], "the top level must be a mapping"),
 ])
 def test_each_mistake_names_field_value_and_fix(data, expected):
@@ -75,6 +79,9 @@ def test_starter_config_is_valid_and_documents_every_default(tmp_path):
     assert cfg.recording == RecordingSettings()
     for field in RecordingSettings.model_fields:
         assert f"  {field}:" in text, f"starter.yaml does not document recording.{field}"
+    assert cfg.processing == ProcessingConfig()
+    for field in ProcessingConfig.model_fields:
+        assert f"  {field}:" in text, f"starter.yaml does not document processing.{field}"
 
 
 def test_load_config_file_errors(tmp_path):

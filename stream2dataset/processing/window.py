@@ -21,9 +21,10 @@ from ..errors import CorruptMedia
 from ..storage import Storage, atomic_write_bytes
 from .clips import clip_row, cut_clips, encode_frames
 from .crops import FACE_KINDS, PERSON_KINDS, Crop, frame_crops
-from .decode import sample_frames
-from .facecam import FacecamEstimate, estimate_facecam
+from .decode import SampledFrame, sample_frames
+from .facecam import Box, FacecamEstimate, estimate_facecam
 from .hashing import mark_near_duplicates, phash64
+from .person import person_box
 from .transforms import apply_chain, chain_names, parse_chain
 
 NO_FACECAM = FacecamEstimate("none", None, None, 0.0, 0.0)
@@ -122,7 +123,10 @@ class WindowProcessor:
                                         float(win["start_s"]), float(win["end_s"])))
         except CorruptMedia:
             return 0  # the frame pass has already recorded why; clips need unbroken runs anyway
-        kind, box = ("facecam", cam.box) if cam.box is not None else ("frame", None)
+        if "silhouette" in self.cfg.outputs and cam.box is None:
+            kind, frames, box = "silhouette", *self._silhouettes(frames)
+        else:
+            kind, box = ("facecam", cam.box) if cam.box is not None else ("frame", None)
         clips, reasons = cut_clips(frames, box, length=c.length, min_motion=c.min_motion, steps=self.steps, fps=c.fps)
         drops.update({f"clip_{reason}": n for reason, n in reasons.items()})
         scale = float(win["width"]) / frames[0].image.shape[1] if frames else 1.0
@@ -133,6 +137,15 @@ class WindowProcessor:
                          image_format=self.cfg.image_format) for clip in clips]
         write_clips(self.storage, rows, name=wid)
         return len(rows)
+
+    def _silhouettes(self, frames: list[SampledFrame]) -> tuple[list[SampledFrame], Box | None]:
+        """Person masks as white-on-black frames, and the box around the person in all of them."""
+        masks = [self.segmenter.mask(f.image) >= self.cfg.person_threshold for f in frames]
+        union = np.any(masks, axis=0) if masks else None
+        box = person_box(union.astype(np.float32), 0.5, self.cfg.min_person_area) if union is not None else None
+        sil = [SampledFrame(f.frame_index, f.pts_s, np.repeat((m * 255).astype(np.uint8)[..., None], 3, axis=2))
+               for f, m in zip(frames, masks)]
+        return sil, box
 
     def _rows(self, win: dict, frames: list, crops: list[tuple[int, Crop]], images: list[np.ndarray],
               hashes: np.ndarray) -> list[dict]:

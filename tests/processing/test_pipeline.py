@@ -84,7 +84,7 @@ def test_silhouettes_from_a_person_video(tmp_path, ray_local):
 
     cfg = parse_config({"storage": {"root": str(tmp_path / "data")}, "processing": {
         "outputs": ["silhouette", "person_cutout"], "sample_fps": 4, "min_crop_px": 32,
-        "transforms": [{"resize": {"size": 128}}]}})
+        "transforms": [{"resize": {"size": 128}}], "clips": {"enabled": True, "fps": 8, "length": 8}}})
     src = tmp_path / "dance" / "carphone.mp4"
     src.parent.mkdir()
     shutil.copy(carphone_path(), src)
@@ -100,3 +100,5 @@ def test_silhouettes_from_a_person_video(tmp_path, ray_local):
     assert np.isin(img[..., 0], [0, 255]).mean() > 0.9 and (img == 255).any()
     with av.open(io.BytesIO(cut[0]["image"])) as c:
         assert next(c.decode(video=0)).format.name in ("rgba", "rgb48be", "rgba64be")  # transparent background
+    clips = read_clips(Storage(cfg.storage.root)).to_pylist()  # the dance use: silhouette sequences
+    assert clips and {c["kind"] for c in clips} == {"silhouette"} and all(c["frame_count"] == 8 for c in clips)
