@@ -1,8 +1,9 @@
 """Connecting to Ray: an existing cluster (`--address`), or a local one that outlives this process.
 
 Recorders are detached actors, so `up` needs a Ray that keeps running after the command returns:
-without an address we start `ray start --head` on this machine (once) and remember that we did,
-so `down` can stop it again.
+without an address we start `ray start --head --block` on this machine (once), in a process group
+of its own, and remember its address and group, so `down` stops exactly that Ray (`ray stop`
+would kill every Ray on the machine, an operator's other apps included).
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ import json
 import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .errors import UserError
@@ -34,6 +38,26 @@ def _ray_cli() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_local_head() -> dict:
+    """`ray start --head --block` in a process group of its own, so `down` stops it and only it."""
+    port = _free_port()
+    LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
+    log_file = open(LOCAL_STATE.with_suffix(".log"), "w")
+    proc = subprocess.Popen(
+        [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
+         "--disable-usage-stats", "--include-dashboard=false", f"--temp-dir={os.environ['RAY_TMPDIR']}"],
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    state = {"pgid": proc.pid, "address": f"127.0.0.1:{port}"}
+    LOCAL_STATE.write_text(json.dumps(state))
+    return state
+
+
 def connect(address: str | None, namespace: str, start_local: bool = True) -> None:
     """ray.init against `address`, or the local cluster (started if needed and allowed)."""
     import ray
@@ -47,32 +71,50 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"cannot reach Ray at {address!r} ({err}); check --address / ray.address") from None
         return
-    if not LOCAL_STATE.exists():
-        if not start_local:
-            raise UserError("no local stream2dataset Ray is running; start the service with `stream2dataset up`")
+    if LOCAL_STATE.exists():
+        state = json.loads(LOCAL_STATE.read_text())
+    elif start_local:
         log.info("starting a local Ray head node")
-        cmd = [_ray_cli(), "start", "--head", "--disable-usage-stats", "--include-dashboard=false",
-               f"--temp-dir={os.environ['RAY_TMPDIR']}"]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise UserError(f"`ray start --head` failed: {proc.stderr.strip().splitlines()[-1:]}")
-        LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
-        LOCAL_STATE.write_text(json.dumps({"started_by": "stream2dataset up"}))
+        state = _start_local_head()
+    else:
+        raise UserError("no local stream2dataset Ray is running; start the service with `stream2dataset up`")
+    deadline = time.monotonic() + 60
+    while True:  # the head takes a few seconds to come up
+        try:
+            ray.init(address=state["address"], namespace=namespace, log_to_driver=False,
+                     logging_level=logging.WARNING)
+            return
+        except (ConnectionError, RuntimeError):
+            if time.monotonic() > deadline or not _alive(state["pgid"]):
+                LOCAL_STATE.unlink(missing_ok=True)  # stale or failed: the next `up` starts afresh
+                raise UserError(f"the local Ray is not answering (see {LOCAL_STATE.with_suffix('.log')}); "
+                                "run `stream2dataset up` again") from None
+            time.sleep(1)
+
+
+def _alive(pgid: int) -> bool:
     try:
-        ray.init(address="auto", namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
-    except ConnectionError:
-        LOCAL_STATE.unlink(missing_ok=True)  # stale: the local Ray was stopped behind our back
-        raise UserError("the local Ray started by `up` is gone; run `stream2dataset up` again") from None
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def stop_local() -> bool:
-    """Stop the local Ray that `up` started, if any."""
+    """Stop the local Ray that `up` started (its process group only), if any."""
     import ray
 
     if not LOCAL_STATE.exists():
         return False
     ray.shutdown()  # disconnect first, or Ray reports its own head processes dying to this driver
-    subprocess.run([_ray_cli(), "stop"], capture_output=True)
+    pgid = json.loads(LOCAL_STATE.read_text())["pgid"]
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 5)):
+        if not _alive(pgid):
+            break
+        os.killpg(pgid, sig)
+        deadline = time.monotonic() + wait
+        while _alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
     LOCAL_STATE.unlink(missing_ok=True)
     return True
 
