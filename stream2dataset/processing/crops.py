@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from ..config import ProcessingConfig
-from .detect import Face, align_face
+from .detect import Face, align_face, centre_inside
 from .facecam import Box, FacecamEstimate
 from .person import person_box
 
@@ -49,11 +49,6 @@ def face_square(face: Box, margin: float, w: int, h: int) -> Box:
     return _clamp((fx + fw / 2 - side / 2, fy + fh / 2 - side / 2, side, side), w, h)
 
 
-def _inside(inner: Box, outer: Box) -> bool:
-    cx, cy = inner[0] + inner[2] / 2, inner[1] + inner[3] / 2
-    return outer[0] <= cx < outer[0] + outer[2] and outer[1] <= cy < outer[1] + outer[3]
-
-
 def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask: np.ndarray | None,
                 cfg: ProcessingConfig, detector: str) -> tuple[list[Crop], list[str]]:
     """The crops of one frame and the reasons for each output kind that made none."""
@@ -77,7 +72,7 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
                 drops.append("low_score" if faces else "no_face")
                 continue
             if kind == "facecam":
-                if cam.box is None or not _inside(face.box, cam.box):
+                if cam.box is None or not centre_inside(face.box, cam.box):
                     drops.append("face_outside_facecam")
                     continue
                 x, y, bw, bh = cam.box

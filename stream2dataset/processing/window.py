@@ -22,6 +22,7 @@ from ..storage import Storage, atomic_write_bytes
 from .clips import clip_row, cut_clips, encode_frames
 from .crops import FACE_KINDS, PERSON_KINDS, Crop, frame_crops
 from .decode import SampledFrame, sample_frames
+from .detect import Face, FaceDetector, centre_inside, nms
 from .facecam import Box, FacecamEstimate, estimate_facecam
 from .hashing import mark_near_duplicates, phash64
 from .person import person_box
@@ -31,13 +32,22 @@ NO_FACECAM = FacecamEstimate("none", None, None, 0.0, 0.0)
 FACECAM_FRAMES = 12
 
 
+def faces_in_facecam(detector: FaceDetector, images: list[np.ndarray], faces: list[list[Face]],
+                     cam: FacecamEstimate) -> list[list[Face]]:
+    """Once the facecam is known, look inside it again wherever the whole-frame views missed its
+    face: in a small facecam the face is too few pixels for them."""
+    if cam.kind != "overlay":
+        return faces
+    return [fs if any(centre_inside(f.box, cam.box) for f in fs) else nms(fs + detector.detect_in(img, cam.box))
+            for img, fs in zip(images, faces)]
+
+
 def window_id(segment_id: str, index: int) -> str:
     return f"{segment_id}.w{index:04d}"
 
 
 class WindowProcessor:
     def __init__(self, processing: ProcessingConfig, root: str, config_hash: str):
-        from .detect import FaceDetector
         from .person import PersonSegmenter
 
         self.cfg = processing
@@ -86,6 +96,9 @@ class WindowProcessor:
             pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), FACECAM_FRAMES)).astype(int))
             cam = estimate_facecam([frames[i].image for i in pick], [[x.box for x in faces[i]] for i in pick])
         lap("facecam")
+        if self.detector:
+            faces = faces_in_facecam(self.detector, [f.image for f in frames], faces, cam)
+        lap("detect")
         masks = [self.segmenter.mask(f.image) for f in frames] if self.segmenter else [None] * len(frames)
         lap("person")
         crops: list[tuple[int, Crop]] = []
