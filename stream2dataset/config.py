@@ -164,6 +164,7 @@ class ProcessingConfig(_Model):
     sample_fps: float = Field(1.0, gt=0, le=120, description="frames sampled per second of video")
     keyframes_only: bool = Field(False, description="decode keyframes only (about 10x cheaper, sparser)")
     max_side: int = Field(1280, ge=64, le=8192, description="frames are downscaled to this longest side while decoding")
+    decode_threads: int = Field(1, ge=0, le=64, description="FFmpeg threads per decode: 1 is cheapest per core when the actor pool fills every core; 0 lets FFmpeg choose")
     window_s: float = Field(60.0, gt=0, le=3600, description="long videos are processed in windows this long")
     detector: Literal["mediapipe", "haar"] = Field("mediapipe", description="face detector (haar: OpenCV fallback)")
     min_face_score: float = Field(0.75, ge=0, le=1, description="faces below this detector score are dropped")

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Literal, Sequence
 
+import cv2
 import numpy as np
 
 Box = tuple[int, int, int, int]  # x, y, w, h in source pixels
@@ -47,13 +48,27 @@ def face_track(face_boxes: Sequence[Sequence[Box]]) -> tuple[Box | None, float]:
 
 
 def static_edges(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean maps of edges that persist: vx[y, x] is an edge between columns x-1 and x."""
-    stack = np.stack([f.astype(np.int16) for f in frames])  # (T, H, W, 3)
-    vx = np.zeros(stack.shape[1:3], bool)
-    vy = np.zeros(stack.shape[1:3], bool)
-    vx[:, 1:] = np.median(np.abs(np.diff(stack, axis=2)).max(axis=3), axis=0) >= EDGE_LEVEL
-    vy[1:, :] = np.median(np.abs(np.diff(stack, axis=1)).max(axis=3), axis=0) >= EDGE_LEVEL
+    """Boolean maps of edges that persist: vx[y, x] is an edge between columns x-1 and x.
+
+    An edge persists when it is there in at least half the frames (the median over time), counted
+    frame by frame with uint8 absdiff: a stack of 12 int16 720p frames cost ~1 s, this ~0.1 s."""
+    h, w = frames[0].shape[:2]
+    count_x = np.zeros((h, w - 1), np.uint8)
+    count_y = np.zeros((h - 1, w), np.uint8)
+    for f in frames:
+        count_x += _channel_max(cv2.absdiff(f[:, 1:], f[:, :-1])) >= EDGE_LEVEL
+        count_y += _channel_max(cv2.absdiff(f[1:], f[:-1])) >= EDGE_LEVEL
+    half = (len(frames) + 1) // 2
+    vx = np.zeros((h, w), bool)
+    vy = np.zeros((h, w), bool)
+    vx[:, 1:] = count_x >= half
+    vy[1:, :] = count_y >= half
     return vx, vy
+
+
+def _channel_max(image: np.ndarray) -> np.ndarray:
+    # Elementwise over the 3 channel views: numpy's reduce over a length-3 last axis is 13x slower.
+    return np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
 
 
 def _widen(edges: np.ndarray, axis: int) -> np.ndarray:

@@ -84,21 +84,12 @@ class WindowProcessor:
         frames, error = [], ""
         try:
             frames.extend(sample_frames(win["path"], self.cfg.sample_fps, self.cfg.keyframes_only,
-                                        self.cfg.max_side, float(win["start_s"]), float(win["end_s"])))
+                                        self.cfg.max_side, float(win["start_s"]), float(win["end_s"]),
+                                        self.cfg.decode_threads))
         except CorruptMedia as err:  # keep the good frames; the pipeline quarantines the file
             error = str(err)
         lap("decode")
-        faces = [self.detector.detect(f.image) for f in frames] if self.detector else [[] for _ in frames]
-        lap("detect")
-        cam = NO_FACECAM
-        if "facecam" in self.cfg.outputs and frames:
-            # A dozen frames spread over the window show which edges stay put; more only cost memory.
-            pick = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), FACECAM_FRAMES)).astype(int))
-            cam = estimate_facecam([frames[i].image for i in pick], [[x.box for x in faces[i]] for i in pick])
-        lap("facecam")
-        if self.detector:
-            faces = faces_in_facecam(self.detector, [f.image for f in frames], faces, cam)
-        lap("detect")
+        faces, cam = self._faces_and_facecam([f.image for f in frames], lap)
         masks = [self.segmenter.mask(f.image) for f in frames] if self.segmenter else [None] * len(frames)
         lap("person")
         crops: list[tuple[int, Crop]] = []
@@ -128,12 +119,37 @@ class WindowProcessor:
             atomic_write_bytes(marker, json.dumps({k: v for k, v in summary.items() if k != "skipped"}).encode())
         return summary
 
+    def _faces_and_facecam(self, images: list[np.ndarray], lap) -> tuple[list[list[Face]], FacecamEstimate]:
+        """Faces per frame, and the window's facecam.
+
+        The full multi-view search (whole frame + tiles, ~30 ms a 720p frame) runs on a dozen
+        frames spread over the window: enough to find the facecam's steady borders. Once an overlay
+        is found, the other frames are searched only inside it, which is where the streamer is."""
+        if not self.detector or not images:
+            return [[] for _ in images], NO_FACECAM
+        if "facecam" not in self.cfg.outputs:
+            faces = [self.detector.detect(img) for img in images]
+            lap("detect")
+            return faces, NO_FACECAM
+        pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), FACECAM_FRAMES)).astype(int))
+        found = {int(i): self.detector.detect(images[i]) for i in pick}
+        lap("detect")
+        cam = estimate_facecam([images[i] for i in found], [[f.box for f in fs] for fs in found.values()])
+        lap("facecam")
+        if cam.kind == "overlay":
+            faces = [found.get(i) or self.detector.detect_in(img, cam.box) for i, img in enumerate(images)]
+            faces = faces_in_facecam(self.detector, images, faces, cam)
+        else:
+            faces = [found[i] if i in found else self.detector.detect(img) for i, img in enumerate(images)]
+        lap("detect")
+        return faces, cam
+
     def _clips(self, win: dict, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
         """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model."""
         c = self.cfg.clips
         try:
             frames = list(sample_frames(win["path"], c.fps, False, self.cfg.max_side,
-                                        float(win["start_s"]), float(win["end_s"])))
+                                        float(win["start_s"]), float(win["end_s"]), self.cfg.decode_threads))
         except CorruptMedia:
             return 0  # the frame pass has already recorded why; clips need unbroken runs anyway
         if "silhouette" in self.cfg.outputs and cam.box is None:
