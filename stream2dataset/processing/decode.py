@@ -118,6 +118,26 @@ def sample_frames(path: str | Path, fps: float | None = 1.0, keyframes_only: boo
     return _sample(container, v, fps, keyframes_only, max_side, start_s, end_s, ragged)
 
 
+def _seek_before(container: av.container.InputContainer, v: av.video.stream.VideoStream, start_s: float) -> None:
+    """Seek to a keyframe at or before `start_s`.
+
+    MPEG-TS has no index: FFmpeg's seek can land on the keyframe after the target (measured: a
+    window meant to start at 60 s began at 62 s, losing 2 frames a minute). So read packets to the
+    first keyframe (cheap: no decoding) and step further back until it is not past `start_s`."""
+    base, back = v.start_time or 0, 0.0
+    while True:
+        target = base + int((start_s - back) / v.time_base)
+        if target <= base:  # even a seek to the first timestamp can land past the first keyframe;
+            container.seek(min(0, base), stream=v, backward=True, any_frame=False)  # one before it cannot
+            return
+        container.seek(target, stream=v, backward=True, any_frame=False)
+        key = next((p for p in container.demux(v) if p.pts is not None and p.is_keyframe), None)
+        if key is not None and (key.pts - base) * v.time_base <= start_s + _EPS:
+            container.seek(target, stream=v, backward=True, any_frame=False)
+            return
+        back = max(1.0, back * 2)
+
+
 def _sample(container: av.container.InputContainer, v: av.video.stream.VideoStream,
             fps: float | None, keyframes_only: bool, max_side: int | None, start_s: float,
             end_s: float | None, ragged: bool) -> Iterator[SampledFrame]:
@@ -126,8 +146,7 @@ def _sample(container: av.container.InputContainer, v: av.video.stream.VideoStre
         if keyframes_only:
             ctx.skip_frame = "NONKEY"  # the decoder drops non-key packets before decoding them
         if start_s > 0:  # to the keyframe at or before start_s; earlier frames are dropped
-            container.seek((v.start_time or 0) + int(start_s / v.time_base), stream=v,
-                           backward=True, any_frame=False)
+            _seek_before(container, v, start_s)
         pick = _Picker(v, fps, max_side, start_s, end_s,
                        exact_index=not keyframes_only and start_s <= 0)
         problems: list[str] = []  # why the packets stopped early, if they did

@@ -65,7 +65,9 @@ def plan_windows(segments: list[dict], window_s: float) -> tuple[list[dict], dic
         except CorruptMedia as err:
             failed[seg["segment_id"]] = str(err)
             continue
-        count = max(1, math.ceil((info["duration_s"] or 0) / window_s))
+        # A tail under half a window joins the last one: a sliver past the last frame would
+        # decode nothing, and windows stay under 1.5x window_s.
+        count = max(1, math.floor((info["duration_s"] or 0) / window_s + 0.5))
         for k in range(count):
             end = (k + 1) * window_s if k < count - 1 else 1e9  # the last window runs to the end
             windows.append({**seg, "window": k, "start_s": k * window_s, "end_s": end, "width": info["width"]})

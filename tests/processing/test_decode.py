@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ..conftest import CACHE
+
+from stream2dataset.demo.footage import Box, Layout, build_demo_hls
 from stream2dataset.errors import CorruptMedia
 from stream2dataset.processing.decode import SampledFrame, sample_frames, scaled_size, video_info
 
@@ -115,6 +118,20 @@ def test_window_ticks_stay_on_the_whole_file_grid(steps):
     assert parts == whole
     late = list(sample_frames(steps, fps=1, start_s=4.5, end_s=7))
     assert pts_list(late) == [5.0, 6.0] and [f.frame_index for f in late] == [125, 150]
+
+
+def test_windows_of_a_recorded_stream_lose_no_frame(media):
+    """A recorded HLS stream (MPEG-TS, audio + video) has no index: FFmpeg's seek lands past the
+    keyframe it was asked for, even for the first timestamp, and a window then decoded nothing."""
+    hls = build_demo_hls(CACHE / "facecam" / "0-0-640-360", Layout(640, 360, 30, Box(0, 0, 640, 360)),
+                         seconds=4, segment_seconds=2)
+    ts = media / "recorded.ts"
+    ffmpeg("-i", "concat:" + "|".join(str(p) for p in sorted(hls.glob("seg*.ts"))), "-c", "copy", str(ts))
+    whole = pts_list(list(sample_frames(ts, fps=2)))
+    parts = []
+    for start in range(4):  # windows on and between the keyframes (every 2 s)
+        parts += pts_list(list(sample_frames(ts, fps=2, start_s=start, end_s=start + 1)))
+    assert len(whole) == 8 and parts == whole
 
 
 def test_video_info(steps, media):

@@ -14,8 +14,9 @@ import pytest
 from stream2dataset.config import parse_config
 from stream2dataset.dataset import frames_dir, read_clips
 from stream2dataset.demo import SMALL_LAYOUT
+from stream2dataset.processing.decode import video_info
 from stream2dataset.processing.detect import iou
-from stream2dataset.processing.pipeline import file_segments, process
+from stream2dataset.processing.pipeline import file_segments, plan_windows, process
 from stream2dataset.storage import Storage
 
 
@@ -102,3 +103,14 @@ def test_silhouettes_from_a_person_video(tmp_path, ray_local):
         assert next(c.decode(video=0)).format.name in ("rgba", "rgb48be", "rgba64be")  # transparent background
     clips = read_clips(Storage(cfg.storage.root)).to_pylist()  # the dance use: silhouette sequences
     assert clips and {c["kind"] for c in clips} == {"silhouette"} and all(c["frame_count"] == 8 for c in clips)
+
+
+def test_windows_cover_the_file_and_a_short_tail_joins_the_last(videos):
+    segs = file_segments([videos / "first.ts"])
+    duration = video_info(videos / "first.ts")["duration_s"]
+    windows, failed = plan_windows(segs, duration / 3.2)  # 3 windows and a 0.2-window tail
+    assert not failed
+    assert [w["start_s"] for w in windows] == pytest.approx([0, duration / 3.2, 2 * duration / 3.2])
+    assert windows[-1]["end_s"] >= 1e9  # the last window runs to the end, tail included
+    windows, _ = plan_windows(segs, duration / 1.6)  # more than half a window left: 2 windows
+    assert len(windows) == 2
