@@ -190,12 +190,22 @@ class ProcessingConfig(_Model):
         return v
 
 
+class DatasetConfig(_Model):
+    """How rows are stored, deduplicated across segments and indexed (DESIGN.md `dataset/`)."""
+
+    shard_target_mb: float = Field(256, gt=0, le=16384, description="a shard is closed once its rows reach this size")
+    row_group_rows: int = Field(2048, ge=16, le=1_000_000, description="rows per Parquet row group")
+    dedup_radius: int = Field(4, ge=0, le=16, description="frames across segments within this pHash distance are near-duplicates")
+    dedup_auto: bool = Field(True, description="while `up` runs, dedup across segments after each processing pass")
+
+
 class Config(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     channels: list[Channel] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -12,6 +12,11 @@ import pyarrow as pa
 
 _TS = pa.timestamp("ms", tz="UTC")
 
+# Bumped when a table's columns change meaning or type; written into every shard's Parquet
+# metadata under SCHEMA_KEY. Readers refuse a newer version and name the fix.
+SCHEMA_VERSION = 1
+SCHEMA_KEY = b"stream2dataset.schema_version"
+
 FRAME_KINDS = ("facecam", "face", "aligned_face", "silhouette", "person", "person_cutout", "thumbnail", "frame")
 
 FRAME_SCHEMA = pa.schema([
@@ -41,3 +46,23 @@ FRAME_SCHEMA = pa.schema([
 
 def frame_id(segment_id: str, frame_index: int, kind: str) -> str:
     return hashlib.sha256(f"{segment_id}\0{frame_index}\0{kind}".encode()).hexdigest()[:24]
+
+
+# Why frames were not kept, counted per segment and output kind (datatrove-style drop reasons):
+# dataset/drops/channel=<c>/date=<d>/<shard>.parquet.
+DROP_SCHEMA = pa.schema([
+    ("segment_id", pa.string()),
+    ("channel", pa.string()),
+    ("platform", pa.string()),
+    ("timestamp", _TS),               # the segment's start
+    ("reason", pa.string()),          # no_face | low_score | too_small | blurred | no_person | ...
+    ("count", pa.int64()),
+])
+
+# Near-duplicate links across segments, written by the dedup pass (dataset/dups/*.parquet):
+# a frame listed here is a duplicate of `dup_of` (the earliest kept frame within the radius).
+DUP_SCHEMA = pa.schema([
+    ("frame_id", pa.string()),
+    ("dup_of", pa.string()),
+    ("distance", pa.int8()),          # Hamming distance between the two pHashes
+])
