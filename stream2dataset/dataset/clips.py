@@ -1,7 +1,7 @@
 """The clips table: consecutive frames for the temporal model (DESIGN.md "Rows", `clips`).
 
-Shards live at dataset/clips/channel=<c>/date=<d>/<name>.parquet. The caller names the shard
-(e.g. after the segment), so re-processing a segment replaces its shard instead of adding one.
+Shards live at dataset/clips/channel=<c>/date=<d>/<name>.parquet, written like every table by
+`writer.commit_segments`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ import hashlib
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..storage import Storage, atomic_output
+from ..storage import Storage
+from .shards import read_shard
 
-__all__ = ["CLIP_SCHEMA", "clip_id", "clips_dir", "read_clips", "write_clips"]
+__all__ = ["CLIP_SCHEMA", "clip_id", "clips_dir", "read_clips"]
 
 CLIP_SCHEMA = pa.schema([
     ("clip_id", pa.string()),          # stable: hash of segment id + start frame index + kind
@@ -44,30 +44,10 @@ def clips_dir(storage: Storage) -> Path:
     return storage.root / "dataset" / "clips"
 
 
-def write_clips(storage: Storage, rows: list[dict], name: str) -> Path | None:
-    """Write `rows` (one channel) as one atomic shard named `name`; None if there are no rows.
-
-    The date folder is the earliest clip's UTC date: like raw/<date>/ it follows the segment's
-    start, so a segment that runs past midnight still gives one shard, found again on a re-run.
-    """
-    if not rows:
-        return None
-    channels = {row["channel"] for row in rows}
-    if len(channels) != 1:
-        raise ValueError(f"write_clips takes one channel's rows per shard (got {sorted(channels)})")
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"shard name {name!r} is not a plain file name")
-    day = min(row["start"] for row in rows).strftime("%Y-%m-%d")
-    path = clips_dir(storage) / f"channel={channels.pop()}" / f"date={day}" / f"{name}.parquet"
-    with atomic_output(path) as tmp:
-        pq.write_table(pa.Table.from_pylist(rows, schema=CLIP_SCHEMA), tmp, compression="zstd")
-    return path
-
-
 def read_clips(storage: Storage, channel: str | None = None) -> pa.Table:
     """All stored clips (of one channel), in shard path order; an empty table if none."""
     base = clips_dir(storage) / f"channel={channel}" if channel else clips_dir(storage)
     paths = sorted(p for p in base.rglob("*.parquet") if not p.name.startswith(".")) if base.exists() else []
     # File by file, not as a dataset: pyarrow would add the hive folders as extra columns.
-    tables = [pq.read_table(p, schema=CLIP_SCHEMA) for p in paths]
+    tables = [read_shard(p, schema=CLIP_SCHEMA) for p in paths]
     return pa.concat_tables(tables) if tables else CLIP_SCHEMA.empty_table()

@@ -1,39 +1,140 @@
-"""Write frame rows as Parquet shards: dataset/frames/channel=<c>/date=<d>/<name>.parquet.
+"""Writing rows: staged per processing window, committed per batch of segments.
 
-Shard names are derived from the rows they hold, so writing the same rows again replaces the same
-file instead of adding a duplicate; each shard appears atomically.
+Processing actors stage each window's rows under `dataset/_staging/<segment>/` (invisible to
+readers). When a batch of segments is done, `commit_segments` turns their staged rows into
+shards in one pass:
+
+1. an intent `dataset/_commits/<batch>.json` names the segments (and their completion markers);
+2. shards `dataset/<table>/channel=<c>/date=<d>/<batch>-NNNN.parquet`, each written to a hidden
+   temp file and renamed; names come from the batch, so a replay rewrites the same files;
+3. a completion marker `dataset/_done/<segment>` per segment, written last of all;
+4. the staging folders and the intent are removed.
+
+Kill the process anywhere: readers only ever see whole shards, and `recover_commits` (run before
+every commit) replays a leftover intent exactly, so the rows land once, none lost, none twice.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from ..storage import Storage, atomic_output
-from .schema import FRAME_SCHEMA
+from ..storage import Storage, atomic_write_bytes
+from .clips import CLIP_SCHEMA
+from .schema import DROP_SCHEMA, FRAME_SCHEMA
+from .shards import read_shard, write_shards
+
+TABLES = {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA}
 
 
 def frames_dir(storage: Storage) -> Path:
     return storage.root / "dataset" / "frames"
 
 
+def staging_dir(storage: Storage, segment_id: str) -> Path:
+    return storage.root / "dataset" / "_staging" / segment_id
+
+
+def _commits_dir(storage: Storage) -> Path:
+    return storage.root / "dataset" / "_commits"
+
+
+# staging -------------------------------------------------------------------------------------
+def stage_rows(storage: Storage, table: str, segment_id: str, part: str, rows: list[dict],
+               start_ts: float) -> Path | None:
+    """Stage one window's rows of `table` for `segment_id` (whose recording started at
+    `start_ts`, the date folder its shards go to). Writing the same part again replaces it."""
+    if not rows:
+        return None
+    folder = staging_dir(storage, segment_id)
+    meta = folder / "segment.json"
+    if not meta.exists():
+        atomic_write_bytes(meta, json.dumps({"channel": rows[0]["channel"], "start_ts": start_ts}).encode())
+    path = folder / table / f"{part}.parquet"
+    return write_shards(path.parent, part, TABLES[table], [pa.Table.from_pylist(rows, schema=TABLES[table])],
+                        target_mb=1e9)[0]
+
+
+# commit --------------------------------------------------------------------------------------
+def commit_segments(storage: Storage, markers: dict[str, dict], target_mb: float = 256,
+                    row_group_rows: int = 2048, before_write: Callable[[], None] | None = None) -> list[Path]:
+    """Commit the staged rows of these segments (id -> completion marker payload) as shards.
+
+    `before_write` runs once the intent is on disk (the pipeline quarantines broken files
+    there: a crash after it still ends with the good rows committed)."""
+    recover_commits(storage, target_mb, row_group_rows)
+    markers = {sid: m for sid, m in sorted(markers.items()) if not storage.done_marker(sid).exists()}
+    if not markers:
+        return []
+    batch = hashlib.sha256("\n".join(markers).encode()).hexdigest()[:16]
+    intent = _commits_dir(storage) / f"{batch}.json"
+    atomic_write_bytes(intent, json.dumps({"batch": batch, "markers": markers}).encode())
+    if before_write:
+        before_write()
+    return _apply(storage, intent, target_mb, row_group_rows)
+
+
+def recover_commits(storage: Storage, target_mb: float = 256, row_group_rows: int = 2048) -> list[Path]:
+    """Finish the commits a killed process left behind, exactly as they were begun."""
+    folder = _commits_dir(storage)
+    paths: list[Path] = []
+    for intent in sorted(folder.glob("*.json")) if folder.exists() else []:
+        paths += _apply(storage, intent, target_mb, row_group_rows)
+    return paths
+
+
+def _apply(storage: Storage, intent: Path, target_mb: float, row_group_rows: int) -> list[Path]:
+    spec = json.loads(intent.read_text())
+    batch, markers = spec["batch"], spec["markers"]
+    paths: list[Path] = []
+    if not all(storage.done_marker(sid).exists() for sid in markers):  # else only the clean-up is left
+        for table, schema in TABLES.items():
+            for (channel, day), parts in sorted(_staged(storage, markers, table).items()):
+                folder = storage.root / "dataset" / table / f"channel={channel}" / f"date={day}"
+                tables = (read_shard(p, schema=schema) for p in parts)
+                paths += write_shards(folder, batch, schema, tables, target_mb, row_group_rows)
+        for sid, marker in markers.items():
+            atomic_write_bytes(storage.done_marker(sid), json.dumps(marker).encode())
+    for sid in markers:
+        shutil.rmtree(staging_dir(storage, sid), ignore_errors=True)
+    intent.unlink(missing_ok=True)
+    return paths
+
+
+def _staged(storage: Storage, segment_ids, table: str) -> dict[tuple[str, str], list[Path]]:
+    """Staged parts of `table` grouped by (channel, date of the segment's start), in order."""
+    groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for sid in sorted(segment_ids):
+        folder = staging_dir(storage, sid)
+        if not (folder / table).exists():
+            continue
+        meta = json.loads((folder / "segment.json").read_text())
+        day = datetime.fromtimestamp(meta["start_ts"], timezone.utc).strftime("%Y-%m-%d")
+        groups[(meta["channel"], day)] += sorted((folder / table).glob("*.parquet"))
+    return groups
+
+
+# direct writes (thumbnails) and reads ---------------------------------------------------------
 def write_frames(storage: Storage, rows: list[dict], prefix: str = "part") -> list[Path]:
-    """Write rows grouped by channel and UTC date; returns the shard paths."""
+    """Write rows straight to shards grouped by channel and UTC date (small batches that need no
+    staging, e.g. thumbnails). The name comes from the rows' ids: writing them again replaces."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for row in rows:
         groups[(row["channel"], row["timestamp"].strftime("%Y-%m-%d"))].append(row)
     paths = []
     for (channel, day), group in sorted(groups.items()):
         ids = "\n".join(sorted(r["frame_id"] for r in group))
-        name = f"{prefix}-{hashlib.sha256(ids.encode()).hexdigest()[:16]}.parquet"
-        path = frames_dir(storage) / f"channel={channel}" / f"date={day}" / name
-        with atomic_output(path) as tmp:
-            pq.write_table(pa.Table.from_pylist(group, schema=FRAME_SCHEMA), tmp, compression="zstd")
-        paths.append(path)
+        stem = f"{prefix}-{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
+        folder = frames_dir(storage) / f"channel={channel}" / f"date={day}"
+        paths += write_shards(folder, stem, FRAME_SCHEMA, [pa.Table.from_pylist(group, schema=FRAME_SCHEMA)],
+                              target_mb=1e9)
     return paths
 
 
@@ -43,9 +144,7 @@ def read_frame_column(storage: Storage, column: str, channel: str | None = None,
     base = frames_dir(storage) / f"channel={channel}" if channel else frames_dir(storage)
     values: list = []
     for path in sorted(base.rglob("*.parquet")) if base.exists() else []:
-        if path.name.startswith("."):
-            continue
-        table = pq.read_table(path, columns=[column, "kind"])
+        table = read_shard(path, columns=[column, "kind"])
         if kind:
             table = table.filter(pa.compute.equal(table["kind"], kind))
         values.extend(table[column].to_pylist())

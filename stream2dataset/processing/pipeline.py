@@ -3,8 +3,9 @@
 Segments come from the manifest (those without a completion marker) or from local files
 (`stream2dataset process PATH...`). Long videos are cut into windows of `window_s`, so memory
 stays flat however long the input and the work spreads over the cluster. A segment gets its
-marker `dataset/_done/<segment-id>` when all its windows are done; a video that fails to decode
-keeps its good frames and is quarantined with the reason.
+marker `dataset/_done/<segment-id>` when its staged rows are committed as shards
+(`dataset.writer`); a video that fails to decode keeps its good frames and is quarantined with
+the reason.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..config import Config
+from ..config import Config, DatasetConfig
+from ..dataset import commit_segments, recover_commits
 from ..errors import CorruptMedia, UserError
 from ..ingest.manifest import read_segments
 from ..ingest.platforms import slug
 from ..ingest.recovery import VIDEO_EXTS
-from ..storage import Storage, atomic_write_bytes
+from ..storage import Storage
 from .decode import video_info
 from .window import WindowProcessor, window_id
 
@@ -80,6 +82,7 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
 
     storage = Storage(config.storage.root)
     config_hash = storage.save_config(config)
+    recover_commits(storage, config.dataset.shard_target_mb, config.dataset.row_group_rows)  # a killed run's batch
     segments = [s for s in segments if not storage.done_marker(s["segment_id"]).exists()]  # re-runs add nothing
     windows, failed = plan_windows(segments, config.processing.window_s)
     summaries: list[dict] = []
@@ -92,11 +95,11 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
             fn_constructor_kwargs={"processing": config.processing, "root": str(storage.root),
                                    "config_hash": config_hash})
         summaries = ds.take_all()
-    return _finish(storage, segments, windows, summaries, failed)
+    return _finish(storage, config.dataset, segments, windows, summaries, failed)
 
 
-def _finish(storage: Storage, segments: list[dict], windows: list[dict], summaries: list[dict],
-            failed: dict[str, str]) -> dict:
+def _finish(storage: Storage, dataset: DatasetConfig, segments: list[dict], windows: list[dict],
+            summaries: list[dict], failed: dict[str, str]) -> dict:
     by_id = {s["window_id"]: s for s in summaries}
     report = {"segments": len(segments), "windows": len(windows), "frames": 0, "kept": 0, "duplicates": 0,
               "drops": Counter(), "seconds": Counter(), "quarantined": [], "facecams": Counter()}
@@ -111,11 +114,17 @@ def _finish(storage: Storage, segments: list[dict], windows: list[dict], summari
         report["facecams"][s["facecam"]] += 1
         if s["error"]:
             errors.setdefault(w["segment_id"], s["error"])
-    for seg in segments:
-        sid = seg["segment_id"]
-        if sid in errors:  # good frames are kept; the file goes where it can't be retried forever
-            storage.quarantine(Path(seg["path"]), errors[sid], move=seg["platform"] != "file")
-            report["quarantined"].append({"segment_id": sid, "reason": errors[sid]})
-        done = {"segment_id": sid, "at": datetime.now(timezone.utc).isoformat(), "error": errors.get(sid, "")}
-        atomic_write_bytes(storage.done_marker(sid), json.dumps(done).encode())
+    broken = [seg for seg in segments if seg["segment_id"] in errors]
+    report["quarantined"] = [{"segment_id": s["segment_id"], "reason": errors[s["segment_id"]]} for s in broken]
+
+    def quarantine() -> None:  # good frames are kept; the file goes where it can't be retried forever
+        for seg in broken:
+            if Path(seg["path"]).exists():
+                storage.quarantine(Path(seg["path"]), errors[seg["segment_id"]], move=seg["platform"] != "file")
+
+    now = datetime.now(timezone.utc).isoformat()
+    markers = {s["segment_id"]: {"segment_id": s["segment_id"], "at": now, "error": errors.get(s["segment_id"], "")}
+               for s in segments}
+    report["shards"] = len(commit_segments(storage, markers, dataset.shard_target_mb, dataset.row_group_rows,
+                                           before_write=quarantine))
     return report

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 
 from ..config import ProcessingConfig
-from ..dataset import frame_id, write_clips, write_frames
+from ..dataset import frame_id, stage_rows, staging_dir
 from ..errors import CorruptMedia
 from ..storage import Storage, atomic_write_bytes
 from .clips import clip_row, cut_clips, encode_frames
@@ -68,7 +68,7 @@ class WindowProcessor:
 
     def process(self, win: dict) -> dict:
         wid = window_id(win["segment_id"], int(win["window"]))
-        marker = self.storage.done_marker(wid)
+        marker = staging_dir(self.storage, win["segment_id"]) / f"{wid}.done"
         if marker.exists():  # finished by an earlier run
             return {"window_id": wid, "skipped": True, **json.loads(marker.read_text())}
         timings: Counter = Counter()
@@ -105,10 +105,15 @@ class WindowProcessor:
         lap("hash")
         rows = self._rows(win, frames, crops, images, hashes)
         lap("encode")
-        write_frames(self.storage, rows, prefix=wid)
+        stage_rows(self.storage, "frames", win["segment_id"], wid, rows, float(win["start_ts"]))
         lap("write")
         clips = self._clips(win, wid, cam, drops) if self.cfg.clips.enabled and frames else 0
         lap("clips")
+        start = datetime.fromtimestamp(float(win["start_ts"]), timezone.utc)
+        stage_rows(self.storage, "drops", win["segment_id"], wid, [
+            {"segment_id": win["segment_id"], "channel": win["channel"], "platform": win["platform"],
+             "timestamp": start, "reason": reason, "count": n} for reason, n in sorted(drops.items())
+        ], float(win["start_ts"]))
         summary = {
             "window_id": wid, "skipped": False, "segment_id": win["segment_id"], "frames": len(frames),
             "kept": sum(r["dup_of"] is None for r in rows), "duplicates": sum(r["dup_of"] is not None for r in rows),
@@ -164,7 +169,7 @@ class WindowProcessor:
                          segment_start=datetime.fromtimestamp(float(win["start_ts"]), timezone.utc), kind=kind,
                          fps=c.fps, box=source_box, transforms=self.transform_names, config_hash=self.config_hash,
                          image_format=self.cfg.image_format) for clip in clips]
-        write_clips(self.storage, rows, name=wid)
+        stage_rows(self.storage, "clips", win["segment_id"], wid, rows, float(win["start_ts"]))
         return len(rows)
 
     def _silhouettes(self, frames: list[SampledFrame]) -> tuple[list[SampledFrame], Box | None]:

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stream2dataset.dataset.clips import CLIP_SCHEMA, clip_id, clips_dir, read_clips, write_clips
+from stream2dataset.dataset import commit_segments, stage_rows
+from stream2dataset.dataset.clips import CLIP_SCHEMA, clip_id, clips_dir, read_clips
 from stream2dataset.processing.clips import Clip, clip_row, cut_clips, encode_frames, motion_energy
 from stream2dataset.processing.decode import SampledFrame, sample_frames
 from stream2dataset.processing.transforms import chain_names, parse_chain
@@ -105,17 +106,19 @@ def test_clip_ids_are_stable():
                 clip_id("twitch.alice.20260301T120000.000Z", 16, "person")}) == 3
 
 
-def test_write_clips_replaces_its_shard_and_reads_back(tmp_path, frames):
+def test_clips_are_staged_committed_once_and_read_back(tmp_path, frames):
     storage = Storage(tmp_path)
     steps = parse_chain([{"resize": {"size": [48, 32]}}])
     clips, _ = cut_clips(frames, BOX, length=16, min_motion=0.0, steps=steps, fps=FPS)
     seg = "twitch.alice.20260301T120000.000Z"
     rows = [clip_row(c, channel="alice", platform="twitch", segment_id=seg, segment_start=T0, kind="facecam",
                      fps=FPS, box=BOX, transforms=chain_names(steps), config_hash="abc") for c in clips]
-    assert write_clips(storage, [], "x") is None
-    first = write_clips(storage, rows, seg)
-    assert write_clips(storage, rows, seg) == first  # a re-run replaces, never duplicates
-    assert first == clips_dir(storage) / "channel=alice" / "date=2026-03-01" / f"{seg}.parquet"
+    assert stage_rows(storage, "clips", seg, "w0", [], T0.timestamp()) is None
+    stage_rows(storage, "clips", seg, "w0", rows, T0.timestamp())
+    stage_rows(storage, "clips", seg, "w0", rows, T0.timestamp())  # a re-run replaces its part
+    [first] = commit_segments(storage, {seg: {}})
+    assert commit_segments(storage, {seg: {}}) == []  # committed once: a re-run adds nothing
+    assert first.parent == clips_dir(storage) / "channel=alice" / "date=2026-03-01"
     assert [p.name for p in clips_dir(storage).rglob("*") if p.is_file()] == [first.name]
 
     table = read_clips(storage, channel="alice")
@@ -132,9 +135,3 @@ def test_write_clips_replaces_its_shard_and_reads_back(tmp_path, frames):
     np.testing.assert_array_equal(cv2.cvtColor(images[0], cv2.COLOR_BGR2RGB), clips[1].frames[0])
 
 
-def test_write_clips_takes_one_channel(tmp_path):
-    clip = Clip(0, (0.0,), np.zeros((1, 4, 4, 3), np.uint8), 0.0)
-    rows = [clip_row(clip, channel=c, platform="twitch", segment_id="s", segment_start=T0, kind="frame", fps=FPS,
-                     box=None, transforms=[], config_hash="h") for c in ("alice", "bob")]
-    with pytest.raises(ValueError, match="one channel"):
-        write_clips(Storage(tmp_path), rows, "s")
