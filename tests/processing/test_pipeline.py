@@ -2,8 +2,11 @@
 
 import io
 import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -18,6 +21,8 @@ from stream2dataset.processing.decode import video_info
 from stream2dataset.processing.detect import iou
 from stream2dataset.processing.pipeline import file_segments, plan_windows, process
 from stream2dataset.storage import Storage
+
+from ..conftest import wait_for
 
 
 def read_rows(storage):
@@ -114,3 +119,41 @@ def test_windows_cover_the_file_and_a_short_tail_joins_the_last(videos):
     assert windows[-1]["end_s"] >= 1e9  # the last window runs to the end, tail included
     windows, _ = plan_windows(segs, duration / 1.6)  # more than half a window left: 2 windows
     assert len(windows) == 2
+
+
+def test_a_killed_process_run_resumes_to_the_same_rows(tmp_path, videos):
+    """SIGKILL `stream2dataset process` (and its Ray) once some windows are staged, run it again:
+    the rows are exactly those of an undisturbed run."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("first.ts", "second.ts"):
+        shutil.copy(videos / name, folder / name)
+
+    def run(root: Path, kill_when_staged: int | None = None) -> set[str]:
+        cfg = root / "stream2dataset.yaml"
+        cfg.parent.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(json.dumps({"storage": {"root": "data"}, "processing": {
+            "outputs": ["facecam"], "sample_fps": 4, "window_s": 1.0, "min_crop_px": 32, "concurrency": 1}}))
+        env = {**os.environ, "COLUMNS": "200", "S2D_STATE_DIR": str(root / "state")}
+        proc = subprocess.Popen([sys.executable, "-m", "stream2dataset", "process", str(folder), "--config", str(cfg)],
+                                env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if kill_when_staged is not None:
+            wait_for(lambda: len(list((root / "data" / "dataset" / "_staging").rglob("*.done"))) >= kill_when_staged
+                     or proc.poll() is not None, 120, what="staged windows")
+            assert proc.poll() is None, "finished before the kill"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+            return set()
+        assert proc.wait(300) == 0
+        return {r["frame_id"] for r in read_rows(Storage(root / "data"))}
+
+    expected = run(tmp_path / "undisturbed")
+    assert len(expected) > 20
+    run(tmp_path / "killed", kill_when_staged=3)
+    staged = list((tmp_path / "killed" / "data" / "dataset" / "_staging").rglob("*.done"))
+    assert staged and not list((tmp_path / "killed" / "data" / "dataset" / "frames").rglob("*.parquet"))
+    rows = read_rows(Storage(tmp_path / "killed" / "data"))
+    assert rows == []
+    assert run(tmp_path / "killed") == expected
+    rows = read_rows(Storage(tmp_path / "killed" / "data"))
+    assert len(rows) == len(expected)  # no duplicates
