@@ -52,10 +52,11 @@ def _writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
 
 
 def write_shards(folder: Path, stem: str, schema: pa.Schema, tables: Iterable[pa.Table],
-                 target_mb: float = 256, row_group_rows: int = 2048) -> list[Path]:
+                 target_mb: float = 256, row_group_rows: int = 2048, empty: bool = False) -> list[Path]:
     """Write `tables` (in order) as `<folder>/<stem>-0000.parquet`, `-0001`... each closed once
     its rows reach `target_mb` in memory. The split depends only on the rows, so the same input
-    gives the same files: a re-run replaces them instead of adding any."""
+    gives the same files: a re-run replaces them instead of adding any. With `empty`, no rows
+    still give one (empty) shard, which replaces an older file of the same name."""
     paths: list[Path] = []
     pending: list[pa.Table] = []
     pending_bytes = 0
@@ -88,5 +89,7 @@ def write_shards(folder: Path, stem: str, schema: pa.Schema, tables: Iterable[pa
             pending_bytes += piece.nbytes
             if pending_bytes + row_bytes > limit:
                 flush()
+    if empty and not pending and not paths:
+        pending.append(schema.empty_table())
     flush()
     return paths
