@@ -12,13 +12,14 @@ from pathlib import Path
 import pyarrow as pa
 
 from ..storage import Storage
+from .schema import CHANNEL
 from .shards import read_shard
 
 __all__ = ["CLIP_SCHEMA", "clip_id", "clips_dir", "read_clips"]
 
 CLIP_SCHEMA = pa.schema([
     ("clip_id", pa.string()),          # stable: hash of segment id + start frame index + kind
-    ("channel", pa.string()),
+    ("channel", CHANNEL),
     ("platform", pa.string()),
     ("segment_id", pa.string()),
     ("kind", pa.string()),             # facecam | person | frame ...

@@ -11,6 +11,10 @@ import hashlib
 import pyarrow as pa
 
 _TS = pa.timestamp("ms", tz="UTC")
+# `channel` is also the shard's folder (channel=<c>): pandas and pyarrow add hive folders as
+# dictionary columns and refuse to merge one with a plain string column of the same name, so the
+# column is dictionary-encoded too (and smaller). DuckDB and `datasets` read it as a string.
+CHANNEL = pa.dictionary(pa.int32(), pa.string())
 
 # Bumped when a table's columns change meaning or type; written into every shard's Parquet
 # metadata under SCHEMA_KEY. Readers refuse a newer version and name the fix.
@@ -21,7 +25,7 @@ FRAME_KINDS = ("facecam", "face", "aligned_face", "silhouette", "person", "perso
 
 FRAME_SCHEMA = pa.schema([
     ("frame_id", pa.string()),        # stable: hash of segment id + frame index + kind
-    ("channel", pa.string()),
+    ("channel", CHANNEL),
     ("platform", pa.string()),
     ("segment_id", pa.string()),
     ("source_id", pa.string()),       # the platform's video id, when there is one
@@ -52,7 +56,7 @@ def frame_id(segment_id: str, frame_index: int, kind: str) -> str:
 # dataset/drops/channel=<c>/date=<d>/<shard>.parquet.
 DROP_SCHEMA = pa.schema([
     ("segment_id", pa.string()),
-    ("channel", pa.string()),
+    ("channel", CHANNEL),
     ("platform", pa.string()),
     ("timestamp", _TS),               # the segment's start
     ("reason", pa.string()),          # no_face | low_score | too_small | blurred | no_person | ...
