@@ -8,7 +8,9 @@ shards in one pass:
 2. shards `dataset/<table>/channel=<c>/date=<d>/<batch>-NNNN.parquet`, each written to a hidden
    temp file and renamed; names come from the batch, so a replay rewrites the same files;
 3. a completion marker `dataset/_done/<segment>` per segment, written last of all;
-4. the staging folders and the intent are removed.
+4. the staging folders move to `_staging/.trash` and the intent is removed; a background
+   thread deletes the trash (writes are not fsynced: they are safe against killed processes,
+   and durability against power loss is the filesystem's, as for any Parquet writer).
 
 Kill the process anywhere: readers only ever see whole shards, and `recover_commits` (run before
 every commit) replays a leftover intent exactly, so the rows land once, none lost, none twice.
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import threading
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +30,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from ..storage import Storage, atomic_write_bytes
+from ..storage import Storage, atomic_output, atomic_write_bytes
 from .clips import CLIP_SCHEMA
 from .schema import DROP_SCHEMA, FRAME_SCHEMA
 from .shards import read_shard, write_shards
@@ -56,10 +60,14 @@ def stage_rows(storage: Storage, table: str, segment_id: str, part: str, rows: l
     folder = staging_dir(storage, segment_id)
     meta = folder / "segment.json"
     if not meta.exists():
-        atomic_write_bytes(meta, json.dumps({"channel": rows[0]["channel"], "start_ts": start_ts}).encode())
-    path = folder / table / f"{part}.parquet"
-    return write_shards(path.parent, part, TABLES[table], [pa.Table.from_pylist(rows, schema=TABLES[table])],
-                        target_mb=1e9)[0]
+        atomic_write_bytes(meta, json.dumps({"channel": rows[0]["channel"], "start_ts": start_ts}).encode(), sync=False)
+    # Arrow IPC, not Parquet: staging is written once and read once, by the commit, with no
+    # encoding either way (a memory map), so the rows cost one Parquet encode in all.
+    path = folder / table / f"{part}.arrow"
+    with atomic_output(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
+        with pa.ipc.new_file(sink, TABLES[table]) as writer:
+            writer.write_table(pa.Table.from_pylist(rows, schema=TABLES[table]))
+    return path
 
 
 # commit --------------------------------------------------------------------------------------
@@ -75,7 +83,7 @@ def commit_segments(storage: Storage, markers: dict[str, dict], target_mb: float
         return []
     batch = hashlib.sha256("\n".join(markers).encode()).hexdigest()[:16]
     intent = _commits_dir(storage) / f"{batch}.json"
-    atomic_write_bytes(intent, json.dumps({"batch": batch, "markers": markers}).encode())
+    atomic_write_bytes(intent, json.dumps({"batch": batch, "markers": markers}).encode(), sync=False)
     if before_write:
         before_write()
     return _apply(storage, intent, target_mb, row_group_rows)
@@ -83,6 +91,8 @@ def commit_segments(storage: Storage, markers: dict[str, dict], target_mb: float
 
 def recover_commits(storage: Storage, target_mb: float = 256, row_group_rows: int = 2048) -> list[Path]:
     """Finish the commits a killed process left behind, exactly as they were begun."""
+    if _trash_dir(storage).exists():
+        threading.Thread(target=empty_trash, args=(storage,), daemon=True).start()
     folder = _commits_dir(storage)
     paths: list[Path] = []
     for intent in sorted(folder.glob("*.json")) if folder.exists() else []:
@@ -98,14 +108,28 @@ def _apply(storage: Storage, intent: Path, target_mb: float, row_group_rows: int
         for table, schema in TABLES.items():
             for (channel, day), parts in sorted(_staged(storage, markers, table).items()):
                 folder = storage.root / "dataset" / table / f"channel={channel}" / f"date={day}"
-                tables = (read_shard(p, schema=schema) for p in parts)
+                tables = (pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in parts)
                 paths += write_shards(folder, batch, schema, tables, target_mb, row_group_rows)
         for sid, marker in markers.items():
-            atomic_write_bytes(storage.done_marker(sid), json.dumps(marker).encode())
-    for sid in markers:
-        shutil.rmtree(staging_dir(storage, sid), ignore_errors=True)
+            atomic_write_bytes(storage.done_marker(sid), json.dumps(marker).encode(), sync=False)
+    trash = _trash_dir(storage) / batch
+    for sid in markers:  # a rename now; deleting the files waits for a background thread
+        if staging_dir(storage, sid).exists():
+            trash.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(trash / sid, ignore_errors=True)
+            os.replace(staging_dir(storage, sid), trash / sid)
     intent.unlink(missing_ok=True)
+    threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True}, daemon=True).start()
     return paths
+
+
+def _trash_dir(storage: Storage) -> Path:
+    return storage.root / "dataset" / "_staging" / ".trash"
+
+
+def empty_trash(storage: Storage) -> None:
+    """Delete committed staging left by a process that exited before its clean-up thread ended."""
+    shutil.rmtree(_trash_dir(storage), ignore_errors=True)
 
 
 def _staged(storage: Storage, segment_ids, table: str) -> dict[tuple[str, str], list[Path]]:
@@ -117,7 +141,7 @@ def _staged(storage: Storage, segment_ids, table: str) -> dict[tuple[str, str], 
             continue
         meta = json.loads((folder / "segment.json").read_text())
         day = datetime.fromtimestamp(meta["start_ts"], timezone.utc).strftime("%Y-%m-%d")
-        groups[(meta["channel"], day)] += sorted((folder / table).glob("*.parquet"))
+        groups[(meta["channel"], day)] += sorted((folder / table).glob("*.arrow"))
     return groups
 
 
