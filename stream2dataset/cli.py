@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import time
 from datetime import datetime, timezone
+from enum import Enum
 from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Optional
@@ -264,6 +266,172 @@ def demo(workdir: Annotated[Path, typer.Option(help="where the demo's config and
     from .demo.run import run_demo
 
     run_demo(workdir, seconds, console)
+
+
+# The dataset: SQL, stats, preview ------------------------------------------------------------------
+
+class OutFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class StatsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g. "
+                                                  "\"SELECT channel, count(*) FROM frames GROUP BY 1\"")],
+        config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+        fmt: Annotated[OutFormat, typer.Option("--format", "-f", help="table, csv or json")] = OutFormat.table,
+        limit: Annotated[int, typer.Option(min=0, help="at most N rows; 0: all")] = 1000) -> None:
+    """Query the dataset in SQL, read-only (DuckDB).
+
+    Views: frames (kept frames), frames_all (with near-duplicates; dup_of names the kept frame),
+    clips, segments, drops, dups, channels. Only one query statement runs (SELECT, WITH, FROM,
+    DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); only files under the storage root can be read. Binary
+    columns (image, mask) print as <N bytes> in the table, and as base64 text in CSV and JSON.
+    """
+    import pyarrow.types as pa_types
+    from rich.text import Text
+
+    from .dataset.catalog import query as run_sql
+    from .dataset.stats import cell_text, rows, rows_csv, rows_json
+
+    cfg = load_config(config)
+    result, more = run_sql(cfg.storage.root, query, limit or None)
+    note = f"first {result.num_rows} rows; --limit 0 for all" if more else f"{result.num_rows} rows"
+    if fmt is not OutFormat.table:
+        sys.stdout.write(rows_csv(result) if fmt is OutFormat.csv else rows_json(result) + "\n")
+        if more:
+            print(note, file=sys.stderr)
+        return
+    table = Table(box=box.SIMPLE_HEAD, caption=note)
+    for field in result.schema:
+        numeric = pa_types.is_integer(field.type) or pa_types.is_floating(field.type)
+        table.add_column(field.name, justify="right" if numeric else "left", overflow="fold",
+                         min_width=min(len(field.name), 16))  # fold long values, not short headers
+    for row in rows(result):
+        table.add_row(*(Text(cell_text(v)) for v in row))  # Text: data is never read as rich markup
+    console.print(table)
+
+
+def _stats_tables(st: dict) -> list[Table]:
+    from rich.markup import escape
+
+    def pct(r: dict) -> str:
+        return f"{r['duplicates']:,} ({100 * r['duplicate_rate']:.1f}%)"
+
+    by_channel = Table(title=f"dataset in {st['root']}", box=box.SIMPLE_HEAD)
+    for col in ("channel", "hours", "segments", "raw", "frames kept", "duplicates", "dropped", "clips", "dataset"):
+        by_channel.add_column(col, justify="left" if col == "channel" else "right", no_wrap=True)
+    by_channel.add_column("drops by reason", overflow="fold", ratio=1, min_width=12)
+    for i, r in enumerate([*st["channels"], {**st["total"], "channel": None}]):
+        by_channel.add_row(escape(r["channel"]) if r["channel"] else "[b]total[/b]", f"{r['hours_recorded']:.2f}", f"{r['segments']:,}",
+                           _human_bytes(r["raw_bytes"]), f"{r['frames_kept']:,}", pct(r), f"{r['dropped']:,}",
+                           f"{r['clips']:,}", _human_bytes(r["dataset_bytes"]),
+                           escape(", ".join(f"{k} {v:,}" for k, v in r["drops"].items())),
+                           end_section=i == len(st["channels"]) - 1)
+    by_day = Table(title="by day (UTC)", box=box.SIMPLE_HEAD)
+    for col in ("channel", "day", "hours", "segments", "frames kept", "duplicates", "dropped", "clips", "dataset"):
+        by_day.add_column(col, justify="left" if col in ("channel", "day") else "right", no_wrap=True)
+    for r in st["days"]:
+        by_day.add_row(escape(r["channel"]), r["date"], f"{r['hours_recorded']:.2f}", f"{r['segments']:,}",
+                       f"{r['frames_kept']:,}", pct(r), f"{r['dropped']:,}", f"{r['clips']:,}",
+                       _human_bytes(r["dataset_bytes"]))
+    return [by_channel, by_day]
+
+
+@app.command()
+def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+          fmt: Annotated[StatsFormat, typer.Option("--format", "-f", help="table or json")] = StatsFormat.table,
+          plot: Annotated[Optional[Path], typer.Option(help="also write a PNG chart of frames kept and hours "
+                                                            "recorded per channel per day")] = None) -> None:
+    """Per channel and day: hours recorded, segments, frames kept, duplicates, drops by reason, bytes."""
+    from .dataset.stats import dataset_stats, plot_stats
+
+    cfg = load_config(config)
+    st = dataset_stats(cfg.storage.root)
+    if fmt is StatsFormat.json:
+        print(json.dumps(st, indent=1))
+    else:
+        for table in _stats_tables(st):
+            console.print(table)
+    if plot:
+        plot_stats(st, plot)
+        print(f"wrote {plot}", file=sys.stderr if fmt is StatsFormat.json else sys.stdout)
+
+
+@app.command()
+def preview(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+            where: Annotated[Optional[str], typer.Option(help="SQL condition on frames, e.g. "
+                                                              "\"channel = 'x' AND kind = 'facecam'\"")] = None,
+            n: Annotated[int, typer.Option("--n", min=1, max=1024, help="how many frames (the first by time)")] = 64,
+            out: Annotated[Path, typer.Option(help="the PNG to write")] = Path("preview.png"),
+            include_all: Annotated[bool, typer.Option("--all", help="include near-duplicates (frames_all)")] = False,
+            ) -> None:
+    """Write a contact sheet (PNG) of the frames that match --where, in time order."""
+    from .dataset.stats import preview_sheet
+
+    cfg = load_config(config)
+    path, count = preview_sheet(cfg.storage.root, where, out, n=n, include_dups=include_all)
+    console.print(f"wrote {path}: {count} frames")
+
+
+@app.command()
+def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+          radius: Annotated[Optional[int], typer.Option(min=0, max=16, help="pHash bits; default dataset.dedup_radius")] = None,
+          use_ray: Annotated[bool, typer.Option("--ray", help="spread the index over the Ray cluster")] = False,
+          address: AddressOpt = None) -> None:
+    """Link near-duplicate frames across segments and channels (the earliest is kept; nothing is deleted)."""
+    from .dataset.dedup_pass import dedup_dataset
+    from .storage import Storage
+
+    cfg = load_config(config)
+    if use_ray:
+        from . import cluster
+
+        cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
+    r = radius if radius is not None else cfg.dataset.dedup_radius
+    with console.status(f"deduplicating frames within {r} bits of pHash..."):
+        report = dedup_dataset(Storage(cfg.storage.root), r, use_ray=use_ray)
+    console.print(f"{report['frames']:,} frames, {report['linked']:,} linked as near-duplicates of an earlier "
+                  f"frame (radius {r}) in {report['seconds']:.1f} s; links: {report['path']}")
+
+
+@app.command()
+def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_', '-'")],
+             config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+             where: Annotated[Optional[str], typer.Option(help="SQL condition on frames, e.g. \"channel = 'x'\"")] = None,
+             ) -> None:
+    """Freeze the dataset as it is now (exact shard files, sha256, the filter) for training to pin."""
+    from .dataset.snapshots import create_snapshot
+    from .storage import Storage
+
+    cfg = load_config(config)
+    with console.status("hashing the shards..."):
+        m = create_snapshot(Storage(cfg.storage.root), name, where)
+    files = sum(len(v) for v in m["files"].values())
+    console.print(f"snapshot {name}: {m['frames']:,} frames{' where ' + m['where'] if m['where'] else ''}, "
+                  f"{files} files pinned -> {cfg.storage.root / 'snapshots' / (name + '.json')}")
+
+
+@app.command()
+def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+    """List the snapshots: name, when, frames, filter, files."""
+    from .dataset.snapshots import list_snapshots
+    from .storage import Storage
+
+    cfg = load_config(config)
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("name", "created (UTC)", "frames", "files", "where"):
+        table.add_column(col, justify="right" if col in ("frames", "files") else "left")
+    for m in list_snapshots(Storage(cfg.storage.root)):
+        table.add_row(m["name"], m["created"][:19], f"{m['frames']:,}", str(sum(len(v) for v in m["files"].values())),
+                      m["where"] or "")
+    console.print(table)
 
 
 def main() -> None:

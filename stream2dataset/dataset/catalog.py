@@ -1,13 +1,13 @@
 """The DuckDB catalog: views over the Parquet shards (DESIGN.md "Storage root", `catalog.duckdb`).
 
-The shards are the source of truth; the catalog holds only view definitions (SQL text). Views read
-globs, so a new shard shows up in the next query without touching the catalog. A glob that matches
-no file is an error in DuckDB, so a table without files is a typed empty SELECT instead; views are
-re-created only when the set of tables that have files changes (or the root moves).
+The shards are the source of truth; catalog.duckdb holds only view definitions. Views read globs,
+so a new shard shows up in the next query without touching the catalog. A glob that matches no
+file is an error in DuckDB, so a table without files is a typed empty SELECT instead, and the
+views are rewritten only when the set of tables that have files changes (or the root moves).
 
-Queries run on an in-memory connection that defines the same views, never on catalog.duckdb
-itself: DuckDB lets one writer process exclude every reader, so our reads must not depend on the
-file's lock. catalog.duckdb is refreshed best-effort, for people who open it in their own tools.
+catalog.duckdb is written to a temp file and renamed into place, and we only ever open it
+read-only: DuckDB lets one writing process lock out every reader, so nobody may hold it for
+writing. If a user's tool does, queries fall back to the same views in an in-memory database.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ from ..storage import atomic_output
 from .clips import CLIP_SCHEMA
 from .schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
 
-__all__ = ["CATALOG_NAME", "VIEWS", "SchemaVersionError", "open_catalog", "tables_with_files", "view_sql",
-           "write_catalog"]
+__all__ = ["CATALOG_NAME", "GLOBS", "VIEWS", "SchemaVersionError", "check_query", "check_where", "open_catalog",
+           "query", "run_query", "tables_with_files", "view_sql", "write_catalog"]
 
 log = logging.getLogger(__name__)
 
 CATALOG_NAME = "catalog.duckdb"
 
-# Table -> glob under the root. Fixed depths, not `**`: hidden temp files end in .tmp and never match.
+# Table -> glob under the root. Fixed depths, not `**`; hidden temp files end in .tmp and never match.
 GLOBS = {
     "frames": "dataset/frames/*/*/*.parquet",
     "clips": "dataset/clips/*/*/*.parquet",
@@ -41,13 +41,15 @@ GLOBS = {
     "dups": "dataset/dups/*.parquet",
     "segments": "manifests/segments/*/*.parquet",
 }
-# The views users see, in creation order (later ones read earlier ones), with their comments.
+VERSIONED = ("frames", "clips", "drops", "dups")  # the dataset tables whose shards carry SCHEMA_KEY
+
+# The views, in creation order (later ones read earlier ones), with the comment each carries.
 VIEWS = {
     "segments": "one row per recorded segment (the manifest)",
     "clips": "consecutive frames for the temporal model",
     "drops": "frames not kept, counted per segment and reason",
     "dups": "near-duplicate links across segments, from the dedup pass",
-    "frames_all": "every frame row; dup_of = in-segment mark, else the cross-segment link",
+    "frames_all": "every frame row; dup_of = the in-segment mark, else the cross-segment link",
     "frames": "kept frames: frames_all where dup_of is null",
     "channels": "one row per channel: segments, hours recorded, frames kept, duplicates, drops",
 }
@@ -58,31 +60,36 @@ class SchemaVersionError(UserError):
 
 
 def _schema(table: str) -> pa.Schema:
-    if table == "segments":  # imported here: stream2dataset.ingest pulls in the recorder (~1 s)
+    if table == "segments":  # imported here: importing stream2dataset.ingest loads the recorder (~1 s)
         from ..ingest.manifest import SEGMENT_SCHEMA
         return SEGMENT_SCHEMA
     return {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA, "dups": DUP_SCHEMA}[table]
 
 
+_SIMPLE_TYPES = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.bool_(): "BOOLEAN", pa.int8(): "TINYINT",
+                 pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.uint64(): "UBIGINT",
+                 pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.date32(): "DATE"}
+
+
 def _sql_type(t: pa.DataType) -> str:
-    """The DuckDB type that DuckDB gives a column of this Arrow type when it reads our Parquet."""
-    if pat.is_list(t) or pat.is_fixed_size_list(t) or pat.is_large_list(t):
+    """The type DuckDB gives a column of this Arrow type when it reads our Parquet files."""
+    if pat.is_list(t) or pat.is_fixed_size_list(t):
         return _sql_type(t.value_type) + "[]"  # Parquet has no fixed-size list: DuckDB reads a LIST
     if pat.is_timestamp(t):
         return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
-    simple = {pa.string(): "VARCHAR", pa.large_string(): "VARCHAR", pa.binary(): "BLOB", pa.bool_(): "BOOLEAN",
-              pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INTEGER", pa.int64(): "BIGINT",
-              pa.uint64(): "UBIGINT", pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.date32(): "DATE"}
-    return simple[t]
+    if pat.is_dictionary(t):  # `channel`: dictionary-encoded in the files, a VARCHAR to DuckDB
+        return _sql_type(t.value_type)
+    return _SIMPLE_TYPES[t]
 
 
-def _quote(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+def _quote(text: Path | str) -> str:
+    return "'" + str(text).replace("'", "''") + "'"
 
 
 def _table_sql(root: Path, table: str, present: set[str]) -> str:
     if table in present:
-        # hive_partitioning off: channel is a real column, the folder name would clash with it.
+        # hive_partitioning off: channel is a real column and the folder name would clash with it;
+        # union_by_name: shards of an older schema version may lack newer columns.
         return (f"SELECT * FROM read_parquet({_quote(root / GLOBS[table])}, hive_partitioning=false, "
                 "union_by_name=true)")
     cols = ", ".join(f'CAST(NULL AS {_sql_type(f.type)}) AS "{f.name}"' for f in _schema(table))
@@ -91,11 +98,11 @@ def _table_sql(root: Path, table: str, present: set[str]) -> str:
 
 _CHANNELS_SQL = """\
 WITH seg AS (SELECT channel, count(*) AS segments, sum(duration_s) / 3600 AS hours_recorded,
-                    sum(bytes) AS raw_bytes, min(start) AS first_recorded, max("end") AS last_recorded
+                    CAST(sum(bytes) AS BIGINT) AS raw_bytes, min(start) AS first_recorded, max("end") AS last_recorded
              FROM segments GROUP BY channel),
      fr AS (SELECT channel, count(*) AS frames_total, count(*) FILTER (dup_of IS NULL) AS frames_kept,
                    count(*) FILTER (dup_of IS NOT NULL) AS duplicates FROM frames_all GROUP BY channel),
-     dr AS (SELECT channel, sum("count") AS dropped FROM drops GROUP BY channel),
+     dr AS (SELECT channel, CAST(sum("count") AS BIGINT) AS dropped FROM drops GROUP BY channel),
      cl AS (SELECT channel, count(*) AS clips FROM clips GROUP BY channel),
      names AS (SELECT channel FROM seg UNION SELECT channel FROM fr UNION SELECT channel FROM dr
                UNION SELECT channel FROM cl)
@@ -126,25 +133,9 @@ def view_sql(root: str | Path, present: set[str]) -> dict[str, str]:
 
 
 def tables_with_files(root: str | Path) -> set[str]:
-    """The tables that have at least one shard: stops at the first file found in each."""
+    """The tables that have at least one shard (stops at the first file found in each)."""
     root = Path(root)
     return {t for t, pattern in GLOBS.items() if next(root.glob(pattern), None) is not None}
-
-
-def check_schema_versions(con: duckdb.DuckDBPyConnection, root: Path, present: set[str]) -> None:
-    """Refuse shards from a newer stream2dataset. Reads only Parquet footers (one pass, all threads)."""
-    globs = [str(root / GLOBS[t]) for t in sorted(present)]
-    if not globs:
-        return
-    rows = con.execute(
-        "SELECT file_name, CAST(value AS VARCHAR) FROM parquet_kv_metadata(?) "
-        "WHERE CAST(key AS VARCHAR) = ? AND coalesce(TRY_CAST(CAST(value AS VARCHAR) AS INTEGER), 1 << 30) > ? "
-        "ORDER BY file_name LIMIT 1", [globs, SCHEMA_KEY.decode(), SCHEMA_VERSION]).fetchall()
-    if rows:
-        path, version = rows[0]
-        raise SchemaVersionError(
-            f"{path} has schema version {version}, newer than this stream2dataset's {SCHEMA_VERSION}: "
-            "upgrade stream2dataset (pip install -U stream2dataset) to read it")
 
 
 def _signature(sql: dict[str, str]) -> str:
@@ -152,57 +143,204 @@ def _signature(sql: dict[str, str]) -> str:
 
 
 def _create_views(con: duckdb.DuckDBPyConnection, sql: dict[str, str]) -> None:
-    # The comment carries a hash of every view's SQL: DuckDB re-renders the SQL text it stores.
+    # Each comment ends with a hash of all the views' SQL: DuckDB re-renders the SQL text it keeps.
     sig = _signature(sql)
     for name, select in sql.items():
         con.execute(f'CREATE OR REPLACE VIEW "{name}" AS {select}')
         con.execute(f'COMMENT ON VIEW "{name}" IS {_quote(f"{VIEWS[name]} [catalog {sig}]")}')
 
 
-def write_catalog(root: str | Path, present: set[str] | None = None) -> bool:
-    """Write <root>/catalog.duckdb (views only) if its views differ from what the files need.
+def _current(con: duckdb.DuckDBPyConnection, sql: dict[str, str], database: str) -> bool:
+    have = dict(con.execute("SELECT view_name, comment FROM duckdb_views() WHERE database_name = ? AND NOT internal",
+                            [database]).fetchall())
+    return set(have) == set(sql) and all(str(c).endswith(f"[catalog {_signature(sql)}]") for c in have.values())
 
-    Built in a temp file and renamed into place, so a tool that has the old one open keeps it and
-    nobody waits on a lock. Best-effort: returns False (and logs why) when it cannot be written.
+
+def _attach(con: duckdb.DuckDBPyConnection, path: Path, name: str) -> None:
+    # ATTACH into a fresh in-memory database, not duckdb.connect(path): connect() shares one
+    # database instance per file in a process, and with it the (locked) sandbox settings.
+    con.execute(f"ATTACH {_quote(path)} AS {name} (READ_ONLY)")
+
+
+def write_catalog(root: str | Path, present: set[str] | None = None) -> bool:
+    """Write <root>/catalog.duckdb (views only) unless it already has the views the files need.
+
+    Built in a temp file and renamed into place: a tool that has the old file open keeps it, and
+    nobody waits on a lock. Returns whether it was written; best-effort (a read-only root, say).
     """
     root = Path(root).resolve()
     sql = view_sql(root, tables_with_files(root) if present is None else present)
     path = root / CATALOG_NAME
     try:
         if path.exists():
-            with duckdb.connect(str(path), read_only=True) as con:
-                have = dict(con.execute("SELECT view_name, comment FROM duckdb_views() WHERE NOT internal").fetchall())
-            if set(have) == set(sql) and all(str(c).endswith(f"[catalog {_signature(sql)}]") for c in have.values()):
-                return False
+            with duckdb.connect() as con:
+                _attach(con, path, "old")
+                if _current(con, sql, "old"):
+                    return False
         with atomic_output(path) as tmp:
-            os.unlink(tmp)  # DuckDB wants to create the file itself
-            with duckdb.connect(str(tmp)) as con:
+            os.unlink(tmp)  # DuckDB creates its file itself
+            with duckdb.connect() as con:
+                con.execute("SET parquet_metadata_cache = true")  # each view binds its tables' footers again
+                con.execute("SET enable_progress_bar = false")
+                con.execute(f"ATTACH {_quote(tmp)} AS new")
+                con.execute("USE new")
                 _create_views(con, sql)
     except (duckdb.Error, OSError) as err:
-        log.warning("could not refresh %s: %s", path, str(err).splitlines()[0])
+        log.warning("could not write %s: %s", path, str(err).splitlines()[0])
         return False
     return True
 
 
-def open_catalog(root: str | Path, read_only: bool = True, refresh: bool = True) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with the catalog's views over the shards under `root`.
+def _use_catalog_file(con: duckdb.DuckDBPyConnection, root: Path, sql: dict[str, str], present: set[str]) -> bool:
+    """Attach catalog.duckdb read-only (refreshed first if stale) and make it the default database."""
+    path = root / CATALOG_NAME
+    for attempt in range(2):
+        if path.exists():
+            try:
+                _attach(con, path, "catalog")
+            except duckdb.Error as err:  # e.g. a user's tool holds it open for writing
+                log.info("%s: %s; using in-memory views", path, str(err).splitlines()[0])
+                return False
+            if _current(con, sql, "catalog"):
+                con.execute("USE catalog")
+                return True
+            con.execute("DETACH catalog")
+        if attempt or not write_catalog(root, present):
+            return False
+    return False
 
-    `read_only` sandboxes it: after the views exist, only files under the root can be read, and
-    settings are locked, so neither COPY, ATTACH, INSTALL nor a file path elsewhere gets through.
-    Raises SchemaVersionError for a shard from a newer stream2dataset.
+
+def check_schema_versions(con: duckdb.DuckDBPyConnection, root: Path, present: set[str]) -> None:
+    """Refuse shards from a newer stream2dataset. Reads only the Parquet footers, in one pass."""
+    globs = [str(root / GLOBS[t]) for t in VERSIONED if t in present]
+    if not globs:
+        return
+    rows = con.execute(
+        "SELECT file_name, CAST(value AS VARCHAR) FROM parquet_kv_metadata(?) WHERE CAST(key AS VARCHAR) = ? "
+        "AND coalesce(TRY_CAST(CAST(value AS VARCHAR) AS INTEGER), 1 << 30) > ? ORDER BY file_name LIMIT 1",
+        [globs, SCHEMA_KEY.decode(), SCHEMA_VERSION]).fetchall()
+    if rows:
+        path, version = rows[0]
+        raise SchemaVersionError(f"{path} has schema version {version}, newer than this stream2dataset's "
+                                 f"{SCHEMA_VERSION}: upgrade stream2dataset (pip install -U stream2dataset)")
+
+
+def open_catalog(root: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose views (VIEWS) read the shards under `root`.
+
+    read_only=True sandboxes it: only files under the root can be read, and settings are locked,
+    so COPY, ATTACH, INSTALL and paths elsewhere are refused. read_only=False leaves file access
+    open (for library code that copies rows out); the catalog file itself is never opened for
+    writing either way. Works while other processes write shards. Raises SchemaVersionError.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise UserError(f"{root}: storage root not found; record or process something first, or check --config")
     present = tables_with_files(root)
+    sql = view_sql(root, present)
     con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")  # dates are UTC days, like the date= folders
+    # union_by_name reads every footer when a query binds a view, and the scan would read them
+    # again; this connection's own cache (checked against file times) saves the second read.
+    con.execute("SET parquet_metadata_cache = true")
+    con.execute("SET enable_progress_bar = false")  # it draws on stdout, into CSV and JSON output
+    if not _use_catalog_file(con, root, sql, present):
+        _create_views(con, sql)  # the same views in memory; DuckDB binds each one as it is created
+    con.execute("SET TimeZone = 'UTC'")  # days are UTC days, like the date= folders
     check_schema_versions(con, root, present)
-    _create_views(con, view_sql(root, present))
-    if refresh:
-        write_catalog(root, present)
     if read_only:
         con.execute("SET allowed_directories = [?]", [f"{root}/"])
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
+
+
+# Read-only queries ------------------------------------------------------------------------------
+# The parser decides what a statement is; the sandbox above is the second line of defence.
+
+_QUERY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}  # SELECT covers WITH, FROM,
+# VALUES, DESCRIBE, SHOW and SUMMARIZE. PRAGMAs that only show things are allowed by name:
+_SHOW_PRAGMAS = {"table_info", "show", "show_tables", "show_tables_expanded", "database_size", "version",
+                 "platform", "functions", "collations"}
+_READ_ONLY_HINT = "the sql command is read-only: use SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN"
+
+
+def _one_line(err: Exception) -> str:
+    """DuckDB's message without its `LINE 1: ... ^^^` context, on one line."""
+    lines = []
+    for line in str(err).splitlines():
+        if line.startswith("LINE "):
+            break
+        lines.append(line.strip())
+    return " ".join(x for x in lines if x)
+
+
+def check_query(sql: str) -> str:
+    """The single read-only statement in `sql`, or a UserError saying why it is refused."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as err:
+        raise UserError(f"SQL: {_one_line(err)}") from None
+    if len(statements) != 1:
+        raise UserError("SQL: give exactly one statement" + (" (no `;` between several)" if statements else ""))
+    st = statements[0]
+    text = st.query.strip().rstrip(";").strip()
+    if st.type == duckdb.StatementType.PRAGMA:
+        name = text.split(None, 1)[1].split("(")[0].strip().lower() if " " in text else ""
+        if name not in _SHOW_PRAGMAS:
+            raise UserError(f"SQL: PRAGMA {name or '?'} is refused; {_READ_ONLY_HINT}")
+    elif st.type not in _QUERY_TYPES:
+        raise UserError(f"SQL: {st.type.name} statements are refused; {_READ_ONLY_HINT}")
+    return text
+
+
+def check_where(where: str) -> str:
+    """A condition to place in `WHERE (...)`: balanced parentheses, no `;`, no comments, so it
+    cannot close the parenthesis and append to (or end) the SELECT around it."""
+    depth, tokens = 0, duckdb.tokenize(where)
+    ends = [pos for pos, _ in tokens[1:]] + [len(where)]
+    for (pos, kind), end in zip(tokens, ends):
+        text = where[pos:end]
+        if kind == duckdb.token_type.comment:
+            raise UserError("--where: comments are not allowed")
+        if kind == duckdb.token_type.operator:
+            if ";" in text:
+                raise UserError("--where: `;` is not allowed (give one condition)")
+            for ch in text:
+                depth += {"(": 1, ")": -1}.get(ch, 0)
+                if depth < 0:
+                    raise UserError("--where: unbalanced `)`")
+    if depth:
+        raise UserError("--where: unbalanced `(`")
+    return where
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) -> pa.Table:
+    """Run one checked read-only statement; at most `limit` rows (None: all). Errors a user can fix
+    (syntax, unknown column, refused file access) become one-line UserErrors."""
+    sql = check_query(sql)
+    try:
+        reader = con.sql(sql).to_arrow_reader(min(limit or 65536, 65536))
+        batches, rows = [], 0
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if limit is not None and rows >= limit:
+                break
+        table = pa.Table.from_batches(batches, reader.schema)
+    except (duckdb.InternalException, duckdb.FatalException):
+        raise
+    except duckdb.PermissionException as err:
+        raise UserError(f"SQL: {_one_line(err)} (only files under the storage root can be read)") from None
+    except duckdb.Error as err:
+        raise UserError(f"SQL: {_one_line(err)}") from None
+    return table if limit is None else table.slice(0, limit)
+
+
+def query(root: str | Path, sql: str, limit: int | None = None) -> tuple[pa.Table, bool]:
+    """Run one read-only statement on the catalog of `root`: (at most `limit` rows, whether more exist)."""
+    check_query(sql)  # refuse before touching the storage root
+    with open_catalog(root) as con:
+        table = run_query(con, sql, None if limit is None else limit + 1)
+    if limit is not None and table.num_rows > limit:
+        return table.slice(0, limit), True
+    return table, False

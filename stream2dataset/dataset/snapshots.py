@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..storage import Storage, atomic_output, atomic_write_bytes
-from .catalog import GLOBS, open_catalog
+from .catalog import GLOBS, check_where, open_catalog
 from .schema import SCHEMA_VERSION
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -29,15 +29,6 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 def snapshots_dir(storage: Storage) -> Path:
     return storage.root / "snapshots"
-
-
-def check_where(where: str | None) -> str | None:
-    """A filter is one boolean expression: no statement separators, no comments."""
-    if where is None or not where.strip():
-        return None
-    if ";" in where or "--" in where or "/*" in where:
-        raise UserError(f"--where {where!r}: one SQL expression only (no ';' or comments)")
-    return where.strip()
 
 
 def _sha256(path: Path) -> str:
@@ -57,7 +48,7 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None) -> di
     """Freeze the current shards (and the filter) as snapshot `name`; returns its manifest."""
     if not NAME.match(name):
         raise UserError(f"snapshot name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
-    where = check_where(where)
+    where = check_where(where.strip()) if where and where.strip() else None
     out = snapshots_dir(storage) / f"{name}.json"
     if out.exists():
         raise UserError(f"snapshot {name!r} exists ({out}); snapshots never change: pick another name")
@@ -81,6 +72,12 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None) -> di
                 "schema_version": SCHEMA_VERSION, "frames": frames, "files": files}
     atomic_write_bytes(out, json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def list_snapshots(storage: Storage) -> list[dict]:
+    """Every snapshot's manifest (files not checked), by name."""
+    folder = snapshots_dir(storage)
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
 
 def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:

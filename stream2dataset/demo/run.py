@@ -3,8 +3,9 @@
 Renders the demo footage once (real face video as a facecam on a game-like background), serves it
 as a live HLS stream on loopback, runs the service on a local Ray for `seconds` (recording, and
 processing new segments as they come), stops it cleanly, processes what is left, and shows what
-was recorded and what the dataset holds (tables, a sheet of segments and a sheet of crops).
-Later stages extend this same command down the pipeline.
+was recorded and what the dataset holds (tables, a sheet of segments and a sheet of crops); then
+dedups across segments, prints `stats`, takes a snapshot and writes a preview sheet. Later stages
+extend this same command down the pipeline.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
@@ -94,6 +96,7 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
             with console.status(f"processing the last {len(pending)} segment(s)..."):
                 process(load_config(config_path), pending)
             _show_dataset(storage, workdir, console)
+            _dataset_steps(load_config(config_path), workdir, console)
         finally:
             ray.shutdown()
 
@@ -113,3 +116,27 @@ def _show_dataset(storage, workdir: Path, console: Console) -> None:
                   f"{next((r['crop_box'] for r in rows if r['kind'] == 'facecam'), '-')}")
     if rows:
         console.print(f"crops, one line per kind: {crops_sheet(rows, workdir / 'crops.png')}")
+
+
+def _dataset_steps(cfg, workdir: Path, console: Console) -> None:
+    """What an operator does next: dedup across segments, stats, a snapshot, a preview sheet."""
+    from ..cli import _stats_tables
+    from ..dataset.dedup_pass import dedup_dataset
+    from ..dataset.snapshots import create_snapshot
+    from ..dataset.stats import dataset_stats, plot_stats, preview_sheet
+    from ..storage import Storage
+
+    storage = Storage(cfg.storage.root)
+    links = dedup_dataset(storage, cfg.dataset.dedup_radius)
+    console.print(f"dedup across segments: {links['linked']} of {links['frames']} frames linked as near-duplicates "
+                  f"(radius {links['radius']})  [stream2dataset dedup]")
+    st = dataset_stats(storage.root)
+    for table in _stats_tables(st):
+        console.print(table)
+    console.print(f"chart of frames and hours per day: {plot_stats(st, workdir / 'stats.png')}  [stream2dataset stats]")
+    name = "demo-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    snap = create_snapshot(storage, name, "kind = 'facecam'")
+    console.print(f"snapshot {name}: {snap['frames']} facecam frames, "
+                  f"{sum(len(v) for v in snap['files'].values())} files pinned with sha256  [stream2dataset snapshot]")
+    path, count = preview_sheet(storage.root, "kind = 'facecam'", workdir / "preview.png", n=64)
+    console.print(f"preview of {count} facecam frames: {path}  [stream2dataset preview]")

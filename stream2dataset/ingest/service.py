@@ -92,6 +92,12 @@ class Supervisor:
                 self.processing.update(state="running", since=time.time(), segments=len(segments))
                 report = process(cfg, segments)
                 self.processing.update(last=f"{report['segments']} segments, {report['kept']} crops kept", error="")
+                if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: relink near-duplicates
+                    from ..dataset.dedup_pass import dedup_dataset
+
+                    self.processing.update(state="dedup", since=time.time())
+                    links = dedup_dataset(Storage(cfg.storage.root), cfg.dataset.dedup_radius)
+                    self.processing["last"] += f", {links['linked']} cross-segment duplicates"
             if cfg.retention.raw_keep_hours is not None:  # raw files may go once processed
                 removed = prune_raw(Storage(cfg.storage.root), cfg.retention.raw_keep_hours)
                 if removed:
