@@ -140,9 +140,10 @@ def test_up_processes_new_segments_and_applies_retention(tmp_path, hls, footage,
     cfg_path.write_text(yaml.safe_dump(cfg))
     service.up(cfg_path)
     storage = Storage(tmp_path / "data")
-    wait_for(lambda: "crops kept" in service.status()["processing"]["last"], 120, interval=0.5,
-             what="a processing run while up")
+    wait_for(lambda: "cross-segment duplicates" in service.status()["processing"]["last"], 120, interval=0.5,
+             what="a processing run while up, then the dedup pass")
     service.down()
+    assert (storage.root / "dataset" / "dups" / "links-0000.parquet").exists()
     rows = read_segments(storage).to_pylist()
     done = [r for r in rows if storage.done_marker(r["segment_id"]).exists()]
     assert done, "no segment was processed"
