@@ -25,10 +25,11 @@ cache-sized slices, which also bounds the memory beyond the O(n) input and outpu
 Large groups: exact duplicates are collapsed first (a static scene gives thousands of identical
 codes). Near-identical codes (a static scene with noisy hashes) fill buckets too, and all pairs
 of a bucket would cost its size squared; but a code only needs its earlier *kept* neighbours, and
-duplicates never matter. So a first pass checks each code against the first few codes of each of
-its buckets (the scene's first frame is one of them) and records how far that check reached; the
-codes it leaves undecided are checked again against the codes not yet known to be duplicates,
-with more codes per bucket each time, until every code is decided.
+duplicates never matter. So a first pass checks each code against the earlier codes of its
+buckets, in a large bucket against its first few only (the scene's first frame is one of them),
+and records how far each check reached; the codes it leaves undecided (or whose earliest kept
+neighbour is not certain) are checked again against the codes not known to be duplicates, with
+more codes per bucket each time, until every code is decided.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ import numpy as np
 
 __all__ = ["find_duplicates", "find_duplicates_ray"]
 
-_SLICE = 1 << 15         # codes per sorted slice: fits the CPU cache, so the cost per code stays flat
+_SLICE = 1 << 16         # most codes per sorted slice (512 KiB): cache-sized, so the cost per code stays flat
 _KEY_MARGIN = 3.5        # key bits beyond log2(codes): < 1/11 random candidates per code and table
 _MAX_TABLES = 5000
-_LEADERS = 8              # first pass: codes checked per bucket and code; x16 in each further pass
+_LEADERS = 4             # codes checked per large bucket and code in the first pass; x16 in each next one
 _KEPT, _DUP = 1, 2
 _ALL = (1 << 64) - 1
 _NONE = np.iinfo(np.int64).max
@@ -95,48 +96,46 @@ def _plan(radius: int, n: int, n_blocks: int | None) -> tuple[list[tuple[int, in
     if not radius <= b <= 64 or math.comb(b, radius) > _MAX_TABLES:
         raise ValueError(f"n_blocks must be in {radius}..64 with C(n_blocks, {radius}) <= {_MAX_TABLES}, got {b}")
     tables = list(combinations(range(b), b - radius))
-    lead = max(1, math.ceil(_slice_bits(n) / (64 // b)))
+    lead = max(1, math.ceil((_slice_bits(n) - 1) / (64 // b)))   # slices may be twice the target
     return _blocks(b), [(prefix, list(ts)) for prefix, ts in groupby(tables, key=lambda t: t[:lead])]
 
 
 def _key(codes: np.ndarray, blocks: list[tuple[int, int]]) -> tuple[np.ndarray, int]:
     """The bits of the given blocks, concatenated (at most 64 bits), and their count."""
-    key = np.zeros(len(codes), np.uint64)
-    bits = 0
+    key, bits = None, 0
     for shift, width in blocks:
-        key <<= np.uint64(width)
-        key |= (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        part = (codes >> np.uint64(shift)) & np.uint64((1 << width) - 1)
+        key = part if key is None else (key << np.uint64(width)) | part
         bits += width
-    return key, bits
+    return (np.zeros(len(codes), np.uint64) if key is None else key), bits
 
 
 def _slice_bits(n: int) -> int:
-    return min(16, max(0, round(math.log2(max(n, 1) / _SLICE))))
+    return min(16, max(0, math.ceil(math.log2(max(n, 1) / _SLICE))))
 
 
-def _split(arrays: tuple, blocks: list[tuple[int, int]], part_bits: int) -> list[tuple]:
-    """`arrays` (codes first) cut into 2**part_bits pieces by the top bits of the blocks' key of
-    the codes, keeping their order within a piece (a stable radix sort)."""
-    key, bits = _key(arrays[0], blocks)
+def _split(codes: np.ndarray, blocks: list[tuple[int, int]], part_bits: int) -> list[tuple]:
+    """(codes, positions) cut into 2**part_bits pieces by the top bits of the blocks' key, in
+    order within a piece (a stable radix sort)."""
+    key, bits = _key(codes, blocks)
     used = min(part_bits, bits)
     part = ((key >> np.uint64(bits - used)) << np.uint64(part_bits - used)).astype(np.uint16)
     order = np.argsort(part, kind="stable")
-    arrays = [a[order] for a in arrays]
+    grouped = codes[order]
     ends = np.cumsum(np.bincount(part, minlength=1 << part_bits))
-    return [tuple(a[lo:hi] for a in arrays) for lo, hi in zip(np.r_[0, ends[:-1]], ends)]
+    return [(grouped[lo:hi], order[lo:hi]) for lo, hi in zip(np.r_[0, ends[:-1]], ends)]
 
 
-def _slices(arrays: tuple, blocks: list[tuple[int, int]], chunk: int = 1 << 20):
-    """Cache-sized slices of equal top key bits: each chunk is split in cache, then the pieces of a
-    slice are joined (one random permutation of the whole array costs several times more)."""
-    if not len(arrays[0]):
-        return
-    part_bits = _slice_bits(len(arrays[0]))
-    pieces = [_split(tuple(a[i:i + chunk] for a in arrays), blocks, part_bits) for i in range(0, len(arrays[0]), chunk)]
+def _slices(codes: np.ndarray, blocks: list[tuple[int, int]], chunk: int = 1 << 20):
+    """Cache-sized slices of codes with equal top key bits, with their positions: each chunk is
+    split in cache, then the pieces of a slice are joined (one random permutation of the whole
+    array costs several times more)."""
+    part_bits = _slice_bits(len(codes))
+    pieces = [_split(codes[i:i + chunk], blocks, part_bits) for i in range(0, len(codes), chunk)]
     for p in range(1 << part_bits):
-        joined = tuple(np.concatenate([x[p][k] for x in pieces]) for k in range(len(arrays)))
-        if len(joined[0]):
-            yield joined
+        c = np.concatenate([x[p][0] for x in pieces]) if pieces else codes[:0]
+        if len(c):
+            yield c, np.concatenate([x[p][1] + i * chunk for i, x in enumerate(pieces)])
 
 
 # ---- one table on one slice ----
@@ -165,27 +164,36 @@ def _sort_values(codes: np.ndarray, blocks: list[tuple[int, int]], pos_bits: int
     return ((key >> np.uint64(drop)) << np.uint64(pos_bits)) | pos
 
 
-def _table_pass(codes: np.ndarray, query: np.ndarray, blocks, radius: int, leaders: int):
-    """One table on one slice of codes in frame order. Each query code is checked against the first
-    `leaders` codes of its bucket that come before it. Returns positions (a, b) of the neighbour
+def _table_pass(codes: np.ndarray, query: np.ndarray | None, blocks, radius: int, leaders: int):
+    """One table on one slice of codes in frame order. Each query code is checked against the codes
+    before it in its bucket, or only the first `leaders` of them in a bucket of 4 * leaders codes or
+    more. Returns positions (a, b) of the neighbour
     pairs found (a earlier) and, for queries with more earlier codes in the bucket than were
-    checked, (query, first unchecked code)."""
+    checked, (query, first unchecked code). `query` None: every code is one."""
     n = len(codes)
     pos_bits = max(1, (n - 1).bit_length())
     s = np.sort(_sort_values(codes, blocks, pos_bits))
     low = np.uint64((1 << pos_bits) - 1)
     j = np.flatnonzero((s[1:] ^ s[:-1]) < np.uint64(1 << pos_bits)) + 1   # codes after another of their bucket
-    start = np.maximum.accumulate(np.where(np.r_[True, np.diff(j) != 1], j - 1, 0)) if len(j) else j
+    run = np.ones(len(j), bool)                         # j is in runs, one per bucket
+    run[1:] = j[1:] != j[:-1] + 1
+    start = np.maximum.accumulate(np.where(run, j - 1, 0))
+    last = np.ones(len(j), bool)
+    last[:-1] = run[1:]
+    end = j[last][np.cumsum(run) - 1]
     pj = (s[j] & low).astype(np.intp)
-    keep = query[pj]
-    j, start, pj = j[keep], start[keep], pj[keep]
+    if query is not None:
+        keep = query[pj]
+        j, start, end, pj = j[keep], start[keep], end[keep], pj[keep]
     rank = j - start                                    # earlier codes in the bucket
-    cut = rank > leaders
+    # Small buckets are checked in full; large ones (a static scene) against their first codes only.
+    limit = np.where(end - start < 4 * leaders, rank, np.minimum(rank, leaders))
+    cut = rank > limit
     truncated = (pj[cut], (s[start[cut] + leaders] & low).astype(np.intp))
     found_a, found_b = [], []
-    for t in range(min(leaders, int(rank.max(initial=0)))):
-        live = rank > t
-        start, rank, pj = start[live], rank[live], pj[live]
+    for t in range(int(limit.max(initial=0))):
+        live = limit > t
+        start, limit, pj = start[live], limit[live], pj[live]
         pi = (s[start + t] & low).astype(np.intp)
         near = np.bitwise_count(codes[pi] ^ codes[pj]) <= radius
         found_a.append(pi[near])
@@ -202,26 +210,34 @@ def _group_pass(codes, ids, query, blocks, prefix: tuple, tables: list, radius: 
     """The tables of one group (all lead with the blocks `prefix`) over codes in frame order, named
     by `ids` (their first frames). Returns the neighbour pairs found, as distinct `lo << 32 | hi`
     ids, and (ids, horizon): for each query, the earliest code it was not checked against."""
+    pblocks = [blocks[b] for b in prefix]
+    if not query.all():     # only codes that share the tables' leading blocks with a query can be in its buckets
+        key, bits = _key(codes, pblocks)
+        key >>= np.uint64(max(0, bits - 20))
+        wanted = np.zeros(1 << min(bits, 20), bool)
+        wanted[key[query]] = True
+        keep = wanted[key]
+        codes, ids, query = codes[keep], ids[keep], query[keep]
+    every = query.all()
     edges, h_ids, h_at = [np.empty(0, np.uint64)], [np.empty(0, np.uint64)], [np.empty(0, np.uint64)]
-    for c, i, q in _slices((codes, ids, query), [blocks[b] for b in prefix]):
-        if not q.any():
-            continue
+    for c, pos in _slices(codes, pblocks):
         for t in tables:
-            found_a, found_b, (tq, tat) = _table_pass(c, q, [blocks[x] for x in t], radius, leaders)
-            edges += [(i[a] << np.uint64(32)) | i[b] for a, b in zip(found_a, found_b)]
-            h_ids.append(i[tq])
-            h_at.append(i[tat])
+            found_a, found_b, (tq, tat) = _table_pass(c, None if every else query[pos], [blocks[x] for x in t],
+                                                      radius, leaders)
+            edges += [(ids[pos[a]] << np.uint64(32)) | ids[pos[b]] for a, b in zip(found_a, found_b)]
+            h_ids.append(ids[pos[tq]])
+            h_at.append(ids[pos[tat]])
     return _distinct(np.concatenate(edges)), np.concatenate(h_ids), np.concatenate(h_at)
 
 
 # ---- exact duplicates, decisions, links ----
 
 def _collapse(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct codes in order of first appearance, their first frames (uint64), and for each
+    """Distinct codes in order of first appearance, their first frames, and for each
     frame the first frame of its code. Sorted per slice of the top bits, to stay in the cache."""
     rep = np.empty(len(h), np.intp)
     is_first = np.zeros(len(h), bool)
-    for c, frames in _slices((h, np.arange(len(h))), [(0, 64)]):
+    for c, frames in _slices(h, [(0, 64)]):
         o = np.argsort(c)
         c, frames = c[o], frames[o]
         starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
@@ -229,7 +245,7 @@ def _collapse(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rep[frames] = np.repeat(first, np.diff(np.r_[starts, len(c)]))
         is_first[first] = True
     first = np.flatnonzero(is_first)
-    return h[first], first.astype(np.uint64), rep
+    return h[first], first, rep
 
 
 def _decide(state: np.ndarray, lo: np.ndarray, hi: np.ndarray, horizon: np.ndarray) -> None:
@@ -255,36 +271,38 @@ def _decide(state: np.ndarray, lo: np.ndarray, hi: np.ndarray, horizon: np.ndarr
         e = e[state[hi[e]] == 0]
         if e.size > before // 2:
             break
-    # Long chains (a slow drift) settle a few codes per round: finish them in frame order instead.
+    # Long chains (a slow drift) settle a few codes per round: finish in frame order instead. A code
+    # reached undecided has no kept earlier neighbour (it would be marked), so it is kept when its
+    # check was complete and its earlier neighbours are all duplicates; then its later ones are.
+    state[hi[e[state[lo[e]] == _KEPT]]] = _DUP
+    e = e[(state[hi[e]] == 0) & (horizon[hi[e]] == _NONE)]
     order = np.argsort(hi[e], kind="stable")
-    lo_s, hi_s = lo[e][order], hi[e][order]
-    st, cur, cur_full, any_kept, all_dup = memoryview(state), -1, False, False, True
-    for x, y, full in zip(lo_s.tolist() + [0], hi_s.tolist() + [-1], (horizon[hi_s] == _NONE).tolist() + [False]):
-        if y != cur:            # all pairs of `cur` seen: its earlier neighbours are settled already
-            if any_kept:
-                st[cur] = _DUP
-            elif all_dup and cur_full:
-                st[cur] = _KEPT
-            cur, cur_full, any_kept, all_dup = y, full, False, True
-        any_kept |= st[x] == _KEPT
-        all_dup &= st[x] == _DUP
+    lo_e, hi_e = lo[e][order], hi[e][order]
+    todo = _distinct(hi_e)
+    rows = zip(todo.tolist(), np.searchsorted(hi_e, todo).tolist(), np.searchsorted(hi_e, todo, "right").tolist(),
+               np.searchsorted(lo, todo).tolist(), np.searchsorted(lo, todo, "right").tolist())
+    for u, a, b, c, d in rows:      # lo is sorted: the pairs are sorted `lo << 32 | hi`
+        if not state[u] and state[lo_e[a:b]].min() == _DUP:
+            state[u] = _KEPT
+            state[hi[c:d]] = _DUP
 
 
 def _solve(h: np.ndarray, radius: int, n_blocks: int | None, run_pass) -> tuple[np.ndarray, np.ndarray]:
     """The passes of the module docstring, then dup_of and distance per frame. `run_pass(codes,
     ids, query, radius, blocks, groups, leaders)` returns (edges, horizon ids, horizon values)."""
     n = len(h)
-    codes, ids, rep = _collapse(h)
-    iid = ids.astype(np.intp)
+    codes, iid, rep = _collapse(h)
+    ids = iid.view(np.uint64)           # codes are named by their first frame
     link = np.arange(n)
     if radius and len(codes) > 1:
         blocks, groups = _plan(radius, len(codes), n_blocks)
         edges = np.empty(0, np.uint64)
         state = np.zeros(n, np.int8)
         horizon = np.full(n, _NONE, np.int64)
-        member, query, leaders = np.ones(len(codes), bool), np.ones(len(codes), bool), _LEADERS
+        member, query, leaders = None, np.ones(len(codes), bool), _LEADERS
         while True:
-            new, h_ids, h_at = run_pass(codes[member], ids[member], query[member], radius, blocks, groups, leaders)
+            sub = (codes, ids, query) if member is None else (codes[member], ids[member], query[member])
+            new, h_ids, h_at = run_pass(*sub, radius, blocks, groups, leaders)
             edges = _distinct(np.concatenate([edges, new]))
             horizon[iid[query]] = _NONE
             np.minimum.at(horizon, h_ids.astype(np.intp), h_at.astype(np.int64))
@@ -326,9 +344,10 @@ def find_duplicates(hashes: np.ndarray, radius: int, *, n_blocks: int | None = N
     return _solve(_check(hashes, radius), radius, n_blocks, _local_pass)
 
 
-def _map(codes, ids, query, blocks, prefixes: list[tuple], part_bits: int):
-    """Ray map step: one chunk of codes cut into 2**part_bits key ranges for each table group."""
-    out = [p for prefix in prefixes for p in _split((codes, ids, query), [blocks[b] for b in prefix], part_bits)]
+def _map(chunk: tuple, blocks, prefix: tuple, part_bits: int):
+    """Ray map step: a chunk of (codes, ids, query) cut into 2**part_bits key ranges of a table group."""
+    codes, ids, query = chunk
+    out = [(c, ids[pos], query[pos]) for c, pos in _split(codes, [blocks[b] for b in prefix], part_bits)]
     return out if len(out) > 1 else out[0]     # Ray stores a single return value as it is
 
 
@@ -342,10 +361,11 @@ def find_duplicates_ray(hashes: np.ndarray, radius: int, *, n_blocks: int | None
                         chunk: int = 1 << 22, task_codes: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
     """`find_duplicates` with the tables spread over Ray tasks: the same result.
 
-    In each pass the codes go to the object store in chunks of `chunk`; a map task cuts a chunk
-    into key ranges per table group, and one reduce task per (group, key range) runs the group's
-    tables on that range and returns the neighbour pairs it found as packed uint64 arrays, so a
-    task holds about `task_codes` codes at most. The driver holds the O(n) input and the links.
+    In each pass the distinct codes go to the object store in chunks of `chunk`; for one table
+    group at a time, map tasks cut each chunk into key ranges, and one reduce task per key range
+    runs the group's tables on it and returns the neighbour pairs it found as packed uint64 arrays.
+    A task holds about `task_codes` codes, the object store about two copies of the codes; the
+    driver holds the input and the links (~50 bytes per hash).
     """
     import ray
 
@@ -353,19 +373,14 @@ def find_duplicates_ray(hashes: np.ndarray, radius: int, *, n_blocks: int | None
 
     def ray_pass(codes, ids, query, radius, blocks, groups, leaders):
         part_bits = min(16, max(0, math.ceil(math.log2(max(len(codes), 1) / task_codes))))
-        n_parts = 1 << part_bits
-        prefixes = [prefix for prefix, _ in groups]
-        pieces = []
-        for lo in range(0, len(codes), chunk):
-            refs = map_task.options(num_returns=len(groups) * n_parts).remote(
-                codes[lo:lo + chunk], ids[lo:lo + chunk], query[lo:lo + chunk], blocks, prefixes, part_bits)
-            pieces.append(refs if isinstance(refs, list) else [refs])
-        pending = [reduce_task.remote(radius, blocks, prefix, tables, leaders, *[p[g * n_parts + q] for p in pieces])
-                   for g, (prefix, tables) in enumerate(groups) for q in range(n_parts)]
+        chunks = [ray.put((codes[i:i + chunk], ids[i:i + chunk], query[i:i + chunk])) for i in range(0, len(codes), chunk)]
+        split = map_task.options(num_returns=1 << part_bits)
         out = []
-        while pending:      # collect as tasks finish
-            done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
-            out += ray.get(done)
+        for prefix, tables in groups:
+            pieces = [split.remote(c, blocks, prefix, part_bits) for c in chunks]
+            pieces = [p if isinstance(p, list) else [p] for p in pieces]
+            out += ray.get([reduce_task.remote(radius, blocks, prefix, tables, leaders, *[p[q] for p in pieces])
+                            for q in range(1 << part_bits)])
         return tuple(np.concatenate(x) for x in zip(*out))
 
     return _solve(_check(hashes, radius), radius, n_blocks, ray_pass)
