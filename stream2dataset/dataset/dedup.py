@@ -123,6 +123,7 @@ def _split(codes: np.ndarray, blocks: list[tuple[int, int]], part_bits: int) -> 
     order = np.argsort(part, kind="stable")
     grouped = codes[order]
     ends = np.cumsum(np.bincount(part, minlength=1 << part_bits))
+    order = order.astype(np.uint32)           # fewer bytes to move: n < 2**32
     return [(grouped[lo:hi], order[lo:hi]) for lo, hi in zip(np.r_[0, ends[:-1]], ends)]
 
 
@@ -135,7 +136,7 @@ def _slices(codes: np.ndarray, blocks: list[tuple[int, int]], chunk: int = 1 << 
     for p in range(1 << part_bits):
         c = np.concatenate([x[p][0] for x in pieces]) if pieces else codes[:0]
         if len(c):
-            yield c, np.concatenate([x[p][1] + i * chunk for i, x in enumerate(pieces)])
+            yield c, np.concatenate([x[p][1] + np.intp(i * chunk) for i, x in enumerate(pieces)])
 
 
 # ---- one table on one slice ----
@@ -165,11 +166,10 @@ def _sort_values(codes: np.ndarray, blocks: list[tuple[int, int]], pos_bits: int
 
 
 def _table_pass(codes: np.ndarray, query: np.ndarray | None, blocks, radius: int, leaders: int):
-    """One table on one slice of codes in frame order. Each query code is checked against the codes
-    before it in its bucket, or only the first `leaders` of them in a bucket of 4 * leaders codes or
-    more. Returns positions (a, b) of the neighbour
-    pairs found (a earlier) and, for queries with more earlier codes in the bucket than were
-    checked, (query, first unchecked code). `query` None: every code is one."""
+    """One table on one slice of codes in frame order. Each query code (all when `query` is None)
+    is checked against the codes before it in its bucket; in a bucket of more than 4 * leaders
+    codes, against the first `leaders` only. Returns the positions (a, b) of the neighbour pairs
+    found (a earlier), and (query, first unchecked code) where a check stopped short."""
     n = len(codes)
     pos_bits = max(1, (n - 1).bit_length())
     s = np.sort(_sort_values(codes, blocks, pos_bits))
