@@ -6,6 +6,7 @@ rename it into place, and completion markers are written last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -140,3 +141,12 @@ def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (segments and shards can be GBs)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

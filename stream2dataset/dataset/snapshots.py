@@ -9,7 +9,6 @@ changed or went missing, so a run always trains on what was pinned.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -20,7 +19,7 @@ import duckdb
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..storage import Storage, atomic_output, atomic_write_bytes
+from ..storage import Storage, atomic_output, atomic_write_bytes, sha256_file
 from .catalog import GLOBS, check_where, open_catalog
 from .schema import SCHEMA_VERSION
 
@@ -31,16 +30,8 @@ def snapshots_dir(storage: Storage) -> Path:
     return storage.root / "snapshots"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _entry(storage: Storage, path: Path) -> dict:
-    return {"path": path.relative_to(storage.root).as_posix(), "sha256": _sha256(path),
+    return {"path": path.relative_to(storage.root).as_posix(), "sha256": sha256_file(path),
             "bytes": path.stat().st_size, "rows": pq.read_metadata(path).num_rows}
 
 
@@ -94,7 +85,7 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
             if not f.exists():
                 raise UserError(f"snapshot {name!r}: {e['path']} is missing; the snapshot cannot be trained on "
                                 "(restore the file, or take a new snapshot)")
-            if f.stat().st_size != e["bytes"] or _sha256(f) != e["sha256"]:
+            if f.stat().st_size != e["bytes"] or sha256_file(f) != e["sha256"]:
                 raise UserError(f"snapshot {name!r}: {e['path']} changed since the snapshot (sha256 differs); "
                                 "restore it, or take a new snapshot")
     return manifest

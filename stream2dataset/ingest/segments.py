@@ -11,7 +11,6 @@ around the clock.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
@@ -23,7 +22,7 @@ from typing import BinaryIO, Callable
 import av
 
 from ..errors import CorruptMedia, StreamError
-from ..storage import PART_SUFFIX, atomic_output
+from ..storage import PART_SUFFIX, atomic_output, sha256_file
 
 __all__ = ["MediaInfo", "CutSegment", "Segmenter", "probe", "salvage", "sha256_file"]
 
@@ -56,14 +55,6 @@ class CutSegment:
     info: MediaInfo
     bytes: int
     sha256: str
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _decodes(ctx: av.CodecContext, pkt: av.Packet | None) -> bool:

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import UserError
-from ..storage import atomic_output
+from ..storage import atomic_output, sha256_file
 
 WHEEL = "mediapipe==0.10.21"
 FIX = "run: python -m stream2dataset.processing.models (or ./run setup)"
@@ -44,12 +44,8 @@ def model_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "stream2dataset" / "models"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _is_good(path: Path, sha: str) -> bool:
-    return path.is_file() and _sha256(path) == sha
+    return path.is_file() and sha256_file(path) == sha
 
 
 def model_path(name: str) -> Path:
@@ -59,7 +55,7 @@ def model_path(name: str) -> Path:
     path = model_dir() / name
     if not path.is_file():
         raise UserError(f"model file {path} is missing: {FIX}")
-    if _sha256(path) != MODELS[name][1]:  # ~1 ms: cheaper than a cryptic mediapipe error later
+    if sha256_file(path) != MODELS[name][1]:  # ~1 ms: cheaper than a cryptic mediapipe error later
         raise UserError(f"model file {path} is damaged (sha256 mismatch): {FIX}")
     return path
 

@@ -10,7 +10,6 @@ the reason.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections import Counter
@@ -23,7 +22,7 @@ from ..errors import CorruptMedia, UserError
 from ..ingest.manifest import read_segments
 from ..ingest.platforms import slug
 from ..ingest.recovery import VIDEO_EXTS
-from ..storage import Storage
+from ..storage import Storage, sha256_file
 from .decode import video_info
 from .window import WindowProcessor, window_id
 
@@ -49,11 +48,7 @@ def file_segments(paths: list[Path]) -> list[dict]:
         files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS)
         channel = slug(root.parent.name if root.is_file() else root.name)
         for f in files:
-            digest = hashlib.sha256()
-            with open(f, "rb") as fh:
-                while chunk := fh.read(1 << 20):
-                    digest.update(chunk)
-            out.append({"segment_id": f"file.{channel}.{digest.hexdigest()[:16]}", "channel": channel,
+            out.append({"segment_id": f"file.{channel}.{sha256_file(f)[:16]}", "channel": channel,
                         "platform": "file", "path": str(f), "start_ts": f.stat().st_mtime, "source_id": f.name})
     return out
 

@@ -9,6 +9,7 @@ from stream2dataset.dataset.catalog import open_catalog
 from stream2dataset.dataset.dedup_pass import dedup_dataset, links_path
 from stream2dataset.storage import Storage
 
+from .test_stats_cli import cli  # noqa: F401 - the fixture that runs the real CLI in-process
 from .test_writer import T0, frame_rows
 
 BASE = 0x0F0F_1234_5678_9ABC
@@ -57,27 +58,14 @@ def test_radius_zero_and_an_empty_dataset(tmp_path):
     assert dedup_dataset(storage, radius=1)["linked"] == 2
 
 
-def test_dedup_and_snapshot_commands(tmp_path, monkeypatch, capsys):
-    import sys
-
-    from rich.console import Console
-
-    from stream2dataset import cli as cli_module
-
+def test_dedup_and_snapshot_commands(tmp_path, cli):
     (tmp_path / "stream2dataset.yaml").write_text("storage:\n  root: data\ndataset:\n  dedup_radius: 4\n")
     storage = Storage(tmp_path / "data")
     make(storage, "twitch.alice.s1", "alice", [BASE, BASE ^ 0b111, 0x1111_2222_3333_4444], 0)
 
     def run(*args) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["stream2dataset", *args, "-c", str(tmp_path / "stream2dataset.yaml")])
-        monkeypatch.setattr(cli_module, "console", Console(width=200))
-        try:
-            cli_module.main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-        out = capsys.readouterr()
-        return code, out.out + out.err
+        done = cli(storage.root, *args)
+        return done.returncode, done.stdout + done.stderr
 
     code, out = run("dedup")
     assert code == 0 and "3 frames, 1 linked" in out
