@@ -20,10 +20,10 @@ import numpy as np
 
 from ..errors import CorruptMedia
 
-__all__ = ["SampledFrame", "sample_frames", "video_info", "scaled_size"]
+__all__ = ["MEDIA_ERRORS", "SampledFrame", "open_video", "sample_frames", "video_info", "scaled_size"]
 
 # What bad media raises inside PyAV: FFmpeg errors subclass these builtins (EOFError for EOF).
-_MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 _EPS = 1e-6  # seconds: pts * time_base lands a hair before a tick in floating point
 
 
@@ -45,10 +45,11 @@ def scaled_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     return even(width), even(height)
 
 
-def _open(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.video.stream.VideoStream]:
+    """The container and its first video stream; CorruptMedia if it does not open or has none."""
     try:
         container = av.open(str(path))
-    except _MEDIA_ERRORS as e:
+    except MEDIA_ERRORS as e:
         raise CorruptMedia(f"unreadable container: {e}") from None
     if not container.streams.video:
         container.close()
@@ -67,7 +68,7 @@ def video_info(path: str | Path) -> dict:
     Returns duration_s, fps, width, height, frames (the container's count, else duration x fps:
     an estimate), has_audio. Raises CorruptMedia if the file does not open or has no video.
     """
-    container, v = _open(path)
+    container, v = open_video(path)
     with container:
         fps = _rate(v)
         if v.duration is not None:
@@ -108,7 +109,7 @@ def sample_frames(path: str | Path, fps: float | None = 1.0, keyframes_only: boo
     """
     if fps is not None and fps <= 0:
         raise ValueError("fps must be > 0 or None")
-    container, v = _open(path)  # eager, so a bad file fails at the call, not at the first next()
+    container, v = open_video(path)  # eager, so a bad file fails at the call, not at the first next()
     # MPEG-TS has no index: a cut-off file demuxes "fine" and its partial last frame may even
     # decode; a size that is not whole 188-byte TS packets is the cheap sign (as ingest.probe).
     ragged = container.format.name == "mpegts" and os.path.getsize(path) % 188 != 0
@@ -157,11 +158,11 @@ def _sample(container: av.container.InputContainer, v: av.video.stream.VideoStre
                 pending = _decode(ctx, packet)
             except _Broken as b:
                 reason, pending = b.reason, b.frames
-            except _MEDIA_ERRORS as e:
+            except MEDIA_ERRORS as e:
                 reason = f"decode error: {e}"
                 try:  # keep the good frames the decoder still holds
                     pending = _decode(ctx, None)
-                except (_Broken, *_MEDIA_ERRORS):
+                except (_Broken, *MEDIA_ERRORS):
                     pending = []
             for frame in pending:
                 if pick.past_end(frame):
@@ -236,7 +237,7 @@ def _whole_packets(container: av.container.InputContainer, v: av.video.stream.Vi
             packet = next(packets)
         except StopIteration:
             break
-        except _MEDIA_ERRORS as e:
+        except MEDIA_ERRORS as e:
             problems.append(f"demux error: {e}")
             break
         if packet.size == 0:

@@ -23,12 +23,12 @@ import numpy as np
 
 from ..errors import CorruptMedia
 from ..storage import atomic_output
+from .decode import MEDIA_ERRORS, open_video
 
 __all__ = ["render"]
 
 FrameFn = Callable[[np.ndarray], np.ndarray]
 Chunk = tuple[list[np.ndarray], list[int]]  # RGB frames and their source pts
-_MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
 _STORE_SHARE = 0.5  # of Ray's object store, for chunks in flight (inputs and results)
 _BT709 = 1  # AVCOL_SPC_BT709; anything else is treated as BT.601 (SMPTE 170M = 6)
 
@@ -50,14 +50,8 @@ def render(src: str | Path, dst: str | Path, frame_fn: FrameFn, *, chunk_frames:
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be >= 1")
     started = time.perf_counter()
-    try:
-        inp = av.open(str(src))
-    except _MEDIA_ERRORS as e:
-        raise CorruptMedia(f"unreadable container: {e}") from None
+    inp, v = open_video(src)
     with inp:
-        if not inp.streams.video:
-            raise CorruptMedia("no video stream")
-        v = inp.streams.video[0]
         a = inp.streams.audio[0] if inp.streams.audio else None
         run = _RayRunner(frame_fn) if parallel else _InlineRunner(frame_fn)
         with atomic_output(Path(dst)) as tmp:
@@ -104,7 +98,7 @@ def _decode_chunks(inp: av.container.InputContainer, v: av.video.stream.VideoStr
                 if len(images) == chunk_frames:
                     yield images, pts
                     images, pts = [], []
-    except _MEDIA_ERRORS as e:
+    except MEDIA_ERRORS as e:
         raise CorruptMedia(f"decode error: {e}") from None
     if images:
         yield images, pts
