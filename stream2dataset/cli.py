@@ -434,6 +434,10 @@ def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     console.print(table)
 
 
+# Training: `train`, `sample`, `runs` live beside the code they drive.
+from .training import commands as _training_commands  # noqa: E402,F401  (registers the commands)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -199,6 +199,79 @@ class DatasetConfig(_Model):
     dedup_auto: bool = Field(True, description="while `up` runs, dedup across segments after each processing pass")
 
 
+class DiffusionSettings(_Model):
+    """The image diffusion model: a UNet (diffusers' UNet2DModel) trained with a DDPM schedule."""
+
+    resolution: int = Field(64, ge=16, le=512, description="training and sampling size (square); frames are resized to it")
+    base_channels: int = Field(128, ge=8, le=1024, description="UNet channels at full resolution")
+    channel_mults: list[int] = Field(default_factory=lambda: [1, 2, 2, 2], min_length=1, max_length=6,
+                                     description="channels per UNet level, as multiples of base_channels")
+    attention_levels: list[int] = Field(default_factory=lambda: [1], description="UNet levels (0 = full resolution) with self-attention")
+    layers_per_block: int = Field(2, ge=1, le=8, description="residual blocks per UNet level")
+    dropout: float = Field(0.1, ge=0, lt=1)
+    timesteps: int = Field(1000, ge=10, le=10000, description="DDPM noise steps")
+    beta_schedule: Literal["linear", "squaredcos_cap_v2"] = Field("linear", description="DDPM noise schedule")
+    sample_steps: int = Field(50, ge=1, le=1000, description="DDIM steps when sampling")
+    condition_on_channel: bool = Field(False, description="learn one class embedding per channel")
+
+    @model_validator(mode="after")
+    def _levels_fit(self) -> DiffusionSettings:
+        if any(not 0 <= lv < len(self.channel_mults) for lv in self.attention_levels):
+            raise ValueError(f"attention_levels {self.attention_levels}: each must be a level 0..{len(self.channel_mults) - 1} of channel_mults")
+        if self.resolution % 2 ** (len(self.channel_mults) - 1):
+            raise ValueError(f"resolution {self.resolution} must divide by 2^(levels-1) = {2 ** (len(self.channel_mults) - 1)}")
+        return self
+
+
+class TemporalSettings(_Model):
+    """The video model: a frame autoencoder plus a sequence model over the frame latents."""
+
+    resolution: int = Field(64, ge=16, le=256, description="frame size (square); clip frames are resized to it")
+    latent_dim: int = Field(256, ge=8, le=4096, description="one frame's latent vector")
+    ae_channels: int = Field(64, ge=8, le=512, description="autoencoder channels at full resolution")
+    sequence_model: Literal["gru", "transformer"] = Field("gru", description="predicts the next latent from the previous ones")
+    hidden: int = Field(512, ge=8, le=8192, description="sequence model width")
+    layers: int = Field(2, ge=1, le=24, description="sequence model layers")
+    context: int = Field(8, ge=2, le=256, description="frames per training window (cut from a clip)")
+    predict_weight: float = Field(1.0, ge=0, description="weight of the next-latent loss against reconstruction")
+
+    @field_validator("resolution")
+    @classmethod
+    def _power_of_two(cls, v: int) -> int:
+        if v & (v - 1):  # the autoencoder halves the frame down to 4x4
+            raise ValueError(f"resolution {v} must be a power of two (16, 32, 64, 128 or 256)")
+        return v
+
+
+class TrainingConfig(_Model):
+    """Distributed training runs (`stream2dataset train`): Ray Train settings and both models."""
+
+    steps: int = Field(2000, ge=1, description="optimizer steps in the run")
+    batch_size: int = Field(64, ge=1, le=65536, description="images (diffusion) or windows (temporal) per worker per step")
+    lr: float = Field(2e-4, gt=0, le=1)
+    lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up")
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights used for sampling")
+    precision: Literal["bf16", "fp32"] = Field("bf16", description="bf16 autocast on GPUs (CPU workers train in fp32)")
+    channels_last: bool = Field(True, description="channels-last memory format on GPUs")
+    compile: bool = Field(False, description="torch.compile the model on GPUs")
+    flip: bool = Field(True, description="augment with random horizontal flips")
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints (and at the end)")
+    sample_every: int = Field(500, ge=1, description="steps between sample grids written to the run folder")
+    log_every: int = Field(10, ge=1, description="steps between metric rows")
+    workers: int = Field(1, ge=1, le=4096, description="Ray Train workers (one per GPU on GPU clusters)")
+    gpus_per_worker: float = Field(0, ge=0, le=16, description="0 trains on CPU (gloo), else NCCL")
+    cpus_per_worker: float = Field(1, gt=0, le=256)
+    loader_cpus: float = Field(1, gt=0, le=64, description="CPUs per Ray Data actor that decodes and augments images")
+    prefetch_batches: int = Field(4, ge=0, le=64, description="batches each worker prefetches ahead of the GPU")
+    max_failures: int = Field(3, ge=-1, description="worker failures recovered from the last checkpoint (-1: always)")
+    seed: int = Field(0, ge=0)
+    diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+
+
 class Config(_Model):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
@@ -206,6 +279,7 @@ class Config(_Model):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     processing: ProcessingConfig = Field(default_factory=ProcessingConfig)
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
     channels: list[Channel] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -1,6 +1,8 @@
 """Shared fixtures: real footage served as live HLS on loopback, config files, a local Ray."""
 
 import os
+import subprocess
+import sys
 import time
 
 # yt-dlp before streamlink in every process: both patch urllib3, and only this order works
@@ -56,6 +58,31 @@ def ray_local():
     ray.init(num_cpus=4, namespace="s2d-tests", include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run `stream2dataset ARGS -c <root>/../stream2dataset.yaml` in this process, as a user would
+    (argv, exit status, stdout and stderr), without paying a Python start-up per call."""
+    from rich.console import Console
+
+    from stream2dataset import cli as cli_module
+    from stream2dataset.training import commands
+
+    def run(root, *args) -> subprocess.CompletedProcess:
+        argv = ["stream2dataset", *args, "-c", str(root.parent / "stream2dataset.yaml")]
+        monkeypatch.setattr(sys, "argv", argv)
+        console = Console(width=200)  # as with COLUMNS=200
+        monkeypatch.setattr(cli_module, "console", console)
+        monkeypatch.setattr(commands, "console", console)
+        try:
+            cli_module.main()
+            code = 0
+        except SystemExit as exit:
+            code = exit.code
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out.out, out.err)
+    return run
 
 
 def _cuda_available() -> bool:

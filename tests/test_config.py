@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stream2dataset.config import ProcessingConfig, RecordingSettings, channel_fingerprint, load_config, parse_config
+from stream2dataset.config import (DiffusionSettings, ProcessingConfig, RecordingSettings, TemporalSettings, TrainingConfig,
+                                   channel_fingerprint, load_config, parse_config)
 from stream2dataset.errors import ConfigError
 
 
@@ -82,6 +83,10 @@ def test_starter_config_is_valid_and_documents_every_default(tmp_path):
     assert cfg.processing == ProcessingConfig()
     for field in ProcessingConfig.model_fields:
         assert f"  {field}:" in text, f"starter.yaml does not document processing.{field}"
+    assert cfg.training == TrainingConfig()
+    for section in (TrainingConfig, DiffusionSettings, TemporalSettings):
+        for field in section.model_fields:
+            assert f"  {field}:" in text, f"starter.yaml does not document training: {section.__name__}.{field}"
 
 
 def test_load_config_file_errors(tmp_path):

@@ -4,8 +4,9 @@ Renders the demo footage once (real face video as a facecam on a game-like backg
 as a live HLS stream on loopback, runs the service on a local Ray for `seconds` (recording, and
 processing new segments as they come), stops it cleanly, processes what is left, and shows what
 was recorded and what the dataset holds (tables, a sheet of segments and a sheet of crops); then
-dedups across segments, prints `stats`, takes a snapshot and writes a preview sheet. Later stages
-extend this same command down the pipeline.
+dedups across segments, prints `stats`, takes a snapshot and writes a preview sheet; last, trains
+tiny diffusion and temporal models on the snapshot with Ray Train and samples an image grid, an
+interpolation and a video from them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ def demo_config(url: str) -> dict:
         "processing": {"interval_s": 10, "outputs": ["facecam", "face", "aligned_face"],
                        "clips": {"enabled": True, "fps": 8, "length": 16}},
         "channels": [{"source": url, "name": "demo", "tags": ["demo", "facecam"]}],
+        # Tiny models on 2 CPU workers: the whole training path in a few minutes, not a good model.
+        "training": {"steps": 150, "batch_size": 8, "lr": 1e-3, "warmup_steps": 10, "checkpoint_every": 75,
+                     "sample_every": 75, "log_every": 5, "workers": 2, "cpus_per_worker": 0.5, "loader_cpus": 0.5,
+                     "diffusion": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2],
+                                   "attention_levels": [2], "layers_per_block": 1, "sample_steps": 20},
+                     "temporal": {"resolution": 32, "latent_dim": 64, "ae_channels": 32, "hidden": 128,
+                                  "layers": 1, "context": 8}},
     }
 
 
@@ -140,3 +148,27 @@ def _dataset_steps(cfg, workdir: Path, console: Console) -> None:
                   f"{sum(len(v) for v in snap['files'].values())} files pinned with sha256  [stream2dataset snapshot]")
     path, count = preview_sheet(storage.root, "kind = 'facecam'", workdir / "preview.png", n=64)
     console.print(f"preview of {count} facecam frames: {path}  [stream2dataset preview]")
+    _training_steps(cfg, storage, name, workdir, console)
+
+
+def _training_steps(cfg, storage, snapshot: str, workdir: Path, console: Console) -> None:
+    """Train both tiny models on the snapshot with Ray Train, then sample images and video."""
+    from rich.progress import Progress
+
+    from ..training.fluency import format_report
+    from ..training.sample import sample_diffusion, sample_temporal
+    from ..training.trainer import train
+
+    for kind in ("diffusion", "temporal"):
+        with Progress(console=console, transient=True) as progress:
+            folder = train(storage, kind, snapshot, cfg.training, run=f"{kind}-{snapshot}", progress=progress)
+        loss = (folder / "metrics.csv").read_text().splitlines()[-1].split(",")[2]
+        console.print(f"trained {kind} on {cfg.training.workers} CPU workers, {cfg.training.steps} steps, "
+                      f"last loss {float(loss):.4f}: {folder}  [stream2dataset train {kind}]")
+    got = sample_diffusion(storage, f"diffusion-{snapshot}", n=16, out=workdir / "samples.png", interpolate=True)
+    copies = sum(r["copy"] for r in got["memorisation"])
+    console.print(f"16 diffusion samples: {got['grid']}; interpolation: {got['video']}; memorisation check: "
+                  f"{copies} of 16 copy a training frame ({got['memorisation_sheet']})  [stream2dataset sample diffusion]")
+    video = sample_temporal(storage, f"temporal-{snapshot}", seconds=10, fps=8, out=workdir / "video.mp4")
+    console.print(f"10 s of video continuing clip {video['seed_clip']}: {video['video']}  [stream2dataset sample temporal]")
+    console.print(format_report(video["fluency"]))

@@ -9,7 +9,6 @@ from stream2dataset.dataset.catalog import open_catalog
 from stream2dataset.dataset.dedup_pass import dedup_dataset, links_path
 from stream2dataset.storage import Storage
 
-from .test_stats_cli import cli  # noqa: F401 - the fixture that runs the real CLI in-process
 from .test_writer import T0, frame_rows
 
 BASE = 0x0F0F_1234_5678_9ABC

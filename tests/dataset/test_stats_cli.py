@@ -13,9 +13,7 @@ import sys
 import av
 import pytest
 
-from rich.console import Console
 
-from stream2dataset import cli as cli_module
 from stream2dataset.dataset import stats as stats_module
 from stream2dataset.dataset.stats import SEGMENTS_CACHE, dataset_stats
 from stream2dataset.ingest.manifest import SEGMENT_SCHEMA
@@ -28,22 +26,6 @@ def root(tmp_path_factory):
     (base / "stream2dataset.yaml").write_text("storage:\n  root: data\n")
     make_root(base / "data")
     return base / "data"
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(root, *args) -> subprocess.CompletedProcess:
-        argv = ["stream2dataset", *args, "-c", str(root.parent / "stream2dataset.yaml")]
-        monkeypatch.setattr(sys, "argv", argv)
-        monkeypatch.setattr(cli_module, "console", Console(width=200))  # as with COLUMNS=200
-        try:
-            cli_module.main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(argv, code, out.out, out.err)
-    return run
 
 
 def test_dataset_stats_per_channel_and_day(root):

@@ -1,7 +1,6 @@
 """The writer: staged rows committed as size-bounded shards, killed at any moment and resumed."""
 
 import json
-import os
 import random
 import shutil
 import signal

@@ -3,7 +3,6 @@
 import shutil
 import subprocess
 
-import pytest
 
 from stream2dataset.config import load_config
 from stream2dataset.ingest import ChannelRecorder, read_segments

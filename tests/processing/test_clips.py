@@ -10,7 +10,7 @@ import pytest
 
 from stream2dataset.dataset import commit_segments, stage_rows
 from stream2dataset.dataset.clips import CLIP_SCHEMA, clip_id, clips_dir, read_clips
-from stream2dataset.processing.clips import Clip, clip_row, cut_clips, encode_frames, motion_energy
+from stream2dataset.processing.clips import clip_row, cut_clips, encode_frames, motion_energy
 from stream2dataset.processing.decode import SampledFrame, sample_frames
 from stream2dataset.processing.transforms import chain_names, parse_chain
 from stream2dataset.storage import Storage

@@ -1,0 +1,1 @@
+"""Training: Ray Train runs over pinned snapshots, and sampling (DESIGN.md `training/`)."""

@@ -1,0 +1,137 @@
+"""`stream2dataset train`, `sample` and `runs`: parse, call training/, print."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..cli import AddressOpt, ConfigOpt, app, console
+from ..config import DEFAULT_CONFIG_NAME, load_config
+from ..errors import UserError
+
+
+class Kind(str, Enum):
+    diffusion = "diffusion"
+    temporal = "temporal"
+
+
+def _parse_set(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"--set {item!r}: use KEY=VALUE, e.g. --set diffusion.resolution=128")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def train(kind: Annotated[Kind, typer.Argument(help="diffusion (images) or temporal (video)")],
+          snapshot: Annotated[Optional[str], typer.Option(help="the snapshot to train on (`snapshots` lists them)")] = None,
+          run: Annotated[Optional[str], typer.Option(help="run name (default: KIND-SNAPSHOT-TIME)")] = None,
+          resume: Annotated[bool, typer.Option(help="continue --run from its newest checkpoint")] = False,
+          workers: Annotated[Optional[int], typer.Option(help="Ray Train workers")] = None,
+          gpus_per_worker: Annotated[Optional[float], typer.Option(help="0: CPU workers (gloo)")] = None,
+          steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+          batch_size: Annotated[Optional[int], typer.Option(help="per worker")] = None,
+          lr: Annotated[Optional[float], typer.Option(help="peak learning rate")] = None,
+          set_: Annotated[list[str], typer.Option("--set", help="any training setting, e.g. diffusion.resolution=128")] = [],
+          config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
+    """Train the diffusion or the temporal model on a snapshot with Ray Train (DDP over --workers)."""
+    from .. import cluster
+    from ..storage import Storage
+    from .trainer import train as run_training
+
+    cfg = load_config(config)
+    overrides = {"workers": workers, "gpus_per_worker": gpus_per_worker, "steps": steps, "batch_size": batch_size,
+                 "lr": lr, **_parse_set(set_)}
+    cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        folder = run_training(Storage(cfg.storage.root), kind.value, snapshot, cfg.training, run=run, resume=resume,
+                              overrides=overrides, progress=progress)
+    console.print(f"run {folder.name}: checkpoints, metrics.csv, tb/ and samples/ under {folder}")
+
+
+sample_app = typer.Typer(no_args_is_help=True, help="Sample from a trained run: image grids, interpolations, video.")
+app.add_typer(sample_app, name="sample")
+
+
+@sample_app.command("diffusion")
+def sample_diffusion(run: Annotated[str, typer.Option(help="the training run")],
+                     n: Annotated[int, typer.Option(help="images in the grid")] = 64,
+                     out: Annotated[Optional[Path], typer.Option(help="PNG (default: runs/RUN/sample-*.png)")] = None,
+                     seed: int = 0,
+                     steps: Annotated[Optional[int], typer.Option(help="DDIM steps (default: the config's)")] = None,
+                     interpolate: Annotated[bool, typer.Option(help="also an MP4 walking between noise latents")] = False,
+                     memorisation: Annotated[bool, typer.Option(help="compare each sample with its nearest training frames")] = True,
+                     config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+    """A PNG grid of n samples (EMA weights, DDIM), the memorisation check, optionally an interpolation MP4."""
+    from ..storage import Storage
+    from .sample import sample_diffusion as run_sample
+
+    cfg = load_config(config)
+    with console.status("sampling..."):
+        result = run_sample(Storage(cfg.storage.root), run, n=n, out=out, seed=seed, steps=steps,
+                            interpolate=interpolate, memorisation=memorisation)
+    console.print(f"{n} samples at step {result['step']}: {result['grid']}")
+    if result.get("video"):
+        console.print(f"interpolation ({result['video_frames']} frames): {result['video']}")
+    if result.get("memorisation"):
+        table = Table(title="nearest training frames", box=box.SIMPLE_HEAD)
+        for col in ("sample", "nearest frame", "pHash distance", "pixel RMSE", "copy?"):
+            table.add_column(col)
+        for r in result["memorisation"]:
+            table.add_row(str(r["index"]), r["train_id"], str(r["phash_distance"]), f"{r['pixel_rmse']:.1f}",
+                          "[red]COPY[/red]" if r["copy"] else "no")
+        console.print(table)
+        copies = sum(r["copy"] for r in result["memorisation"])
+        console.print(f"memorisation: {copies} of {len(result['memorisation'])} samples copy a training frame; "
+                      f"side by side: {result['memorisation_sheet']}")
+
+
+@sample_app.command("temporal")
+def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
+                    seconds: Annotated[float, typer.Option(help="video length")] = 10.0,
+                    fps: Annotated[float, typer.Option(help="frames per second")] = 8.0,
+                    seed_clip: Annotated[Optional[str], typer.Option(help="clip id to continue (default: a snapshot clip)")] = None,
+                    out: Annotated[Optional[Path], typer.Option(help="MP4 (default: runs/RUN/video-*.mp4)")] = None,
+                    seed: int = 0, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+    """An MP4 that continues a seed clip, and its fluency against real clips."""
+    from ..storage import Storage
+    from .fluency import format_report
+    from .sample import sample_temporal as run_sample
+
+    cfg = load_config(config)
+    with console.status("generating video..."):
+        result = run_sample(Storage(cfg.storage.root), run, seconds=seconds, fps=fps, seed_clip=seed_clip, out=out, seed=seed)
+    console.print(f"{result['frames']} frames at {fps:g} fps continuing clip {result['seed_clip']} "
+                  f"(step {result['step']}): {result['video']}")
+    console.print(format_report(result["fluency"]))
+
+
+@app.command()
+def runs(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+    """List the training runs: kind, snapshot, newest checkpoint, last loss."""
+    from ..storage import Storage
+    from .runs import checkpoints, read_metrics, read_run_info, runs_dir
+
+    root = runs_dir(Storage(load_config(config).storage.root))
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("run", "kind", "snapshot", "created (UTC)", "checkpoint step", "last loss"):
+        table.add_column(col)
+    for folder in sorted(root.iterdir()) if root.exists() else []:
+        if not (folder / "run.json").exists():
+            continue
+        info, ckpts, metrics = read_run_info(folder), checkpoints(folder), read_metrics(folder)
+        table.add_row(folder.name, info["kind"], info["snapshot"]["name"], info["created"][:19],
+                      str(ckpts[-1][0]) if ckpts else "-", f"{metrics[-1]['loss']:.4f}" if metrics else "-")
+    console.print(table)

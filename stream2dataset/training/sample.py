@@ -1,0 +1,128 @@
+"""`stream2dataset sample`: images, interpolations and video from a run's newest checkpoint (EMA
+weights), with the two checks a user needs before trusting them: memorisation (diffusion) and
+fluency (temporal)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import TrainingConfig
+from ..dataset.preview import tile
+from ..dataset.snapshots import open_snapshot
+from ..errors import UserError
+from ..storage import Storage
+from .data import decode_image
+from .runs import load_state, read_run_info, run_dir
+
+
+def _load(storage: Storage, run: str, kind: str):
+    """(run folder, run info, training config, EMA network in eval mode, checkpoint step)."""
+    from .tasks import TASKS
+
+    folder = run_dir(storage, run)
+    info = read_run_info(folder)
+    if info["kind"] != kind:
+        raise UserError(f"run {run!r} trained the {info['kind']} model: use `sample {info['kind']}`")
+    state = load_state(folder)
+    cfg = TrainingConfig.model_validate(state["config"])
+    net = TASKS[kind](cfg, info["snapshot"]["channels"]).model
+    net.load_state_dict(state["ema"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return folder, info, cfg, net.to(device).eval(), state["step"]
+
+
+def _stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | None = None, seed: int = 0,
+                     steps: int | None = None, interpolate: bool = False, memorisation: bool = True,
+                     seconds: float = 6.0, fps: float = 8.0) -> dict:
+    from .diffusion import ddim_sample, interpolation_latents, to_uint8
+
+    folder, info, cfg, unet, step = _load(storage, run, "diffusion")
+    s, device = cfg.diffusion, next(unet.parameters()).device
+    classes = len(info["snapshot"]["channels"]) if s.condition_on_channel else 0
+    labels = torch.arange(n, device=device) % classes if classes else None
+    gen = torch.Generator(device=device).manual_seed(seed)
+    images = to_uint8(ddim_sample(unet, s, n, generator=gen, labels=labels, steps=steps))
+    stamp = _stamp()
+    grid = tile(list(images), out or folder / f"sample-{stamp}.png", columns=math.ceil(math.sqrt(n)),
+                width=max(64, s.resolution), pad=2)
+    result = {"step": step, "grid": grid, "images": images}
+    if interpolate:
+        from .video import write_mp4
+
+        frames = max(2, round(seconds * fps))
+        latents = interpolation_latents(s, frames, torch.Generator().manual_seed(seed), keyframes=3).to(device)
+        walk = to_uint8(ddim_sample(unet, s, frames, generator=gen, latents=latents, steps=steps,
+                                    labels=torch.zeros(frames, dtype=torch.long, device=device) if classes else None))
+        video = (out.with_suffix(".mp4") if out else folder / f"interpolate-{stamp}.mp4")
+        result.update(video=write_mp4(video, walk, fps), video_frames=frames)
+    if memorisation:
+        result.update(memorisation_check(storage, info["snapshot"]["name"], images,
+                                         (out.with_name(out.stem + "-memorisation.png") if out
+                                          else folder / f"memorisation-{stamp}.png")))
+    return result
+
+
+def memorisation_check(storage: Storage, snapshot: str, images: np.ndarray, sheet: Path, candidates: int = 8) -> dict:
+    """Nearest training frames of each sample: the stored pHashes narrow every training frame down
+    to a few candidates per sample (cheap for millions of frames), whose pixels then decide."""
+    from ..processing.hashing import hamming, phash64
+    from .memorisation import write_memorisation_sheet, nearest_training_frames
+
+    con = open_snapshot(storage, snapshot)
+    try:
+        ids, hashes = zip(*con.execute("SELECT frame_id, phash FROM frames").fetchall())
+        hashes = np.array(hashes, np.uint64)
+        picked: set[int] = set()
+        for h in phash64(images):
+            dist = hamming(hashes, h)
+            picked.update(np.argsort(dist, kind="stable")[:candidates].tolist())
+        chosen = [ids[i] for i in sorted(picked)]
+        rows = con.execute("SELECT frame_id, image FROM frames WHERE frame_id IN (SELECT unnest(?))", [chosen]).fetchall()
+    finally:
+        con.close()
+    size = images.shape[1]
+    train_ids = [r[0] for r in rows]
+    train = np.stack([decode_image(r[1], size) for r in rows])
+    results = nearest_training_frames(images, train, train_ids, k_phash=candidates)
+    return {"memorisation": results, "memorisation_sheet": write_memorisation_sheet(images, train, results, sheet)}
+
+
+def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: float = 8.0, seed_clip: str | None = None,
+                    out: Path | None = None, seed: int = 0, real_clips: int = 32) -> dict:
+    from .fluency import fluency_report
+    from .temporal import generate
+    from .video import write_mp4
+
+    folder, info, cfg, model, step = _load(storage, run, "temporal")
+    s = cfg.temporal
+    con = open_snapshot(storage, info["snapshot"]["name"])
+    try:
+        real = con.execute("SELECT clip_id, frames FROM clips ORDER BY clip_id LIMIT ?", [real_clips]).fetchall()
+        if seed_clip:
+            chosen = con.execute("SELECT clip_id, frames FROM clips WHERE clip_id = ?", [seed_clip]).fetchall()
+            if not chosen:
+                raise UserError(f"--seed-clip {seed_clip!r}: no such clip in snapshot {info['snapshot']['name']!r}")
+        else:
+            chosen = [real[np.random.default_rng(seed).integers(len(real))]]
+    finally:
+        con.close()
+    clip_id, encoded = chosen[0]
+    seed_frames = np.stack([decode_image(f, s.resolution) for f in encoded[: max(2, s.context // 2)]])
+    device = next(model.parameters()).device
+    x = torch.from_numpy(seed_frames).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+    total = max(len(seed_frames) + 1, round(seconds * fps))
+    made = generate(model, x, total, generator=torch.Generator(device=device).manual_seed(seed))
+    frames = made.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    video = write_mp4(out or folder / f"video-{_stamp()}.mp4", frames, fps)
+    reference = [np.stack([decode_image(f, s.resolution) for f in clip]) for _, clip in real]
+    return {"step": step, "video": video, "frames": len(frames), "seed_clip": clip_id,
+            "fluency": fluency_report([frames], reference)}

@@ -1,0 +1,140 @@
+"""`stream2dataset train`: a Ray Train TorchTrainer over a pinned snapshot.
+
+The driver resolves the config (file, then flags), reads the snapshot as a Ray Data dataset,
+writes the run folder's run.json and config.yaml, and hands the loop (loop.py) to Ray Train with
+its failure handling: a worker that dies is restarted from the newest checkpoint, up to
+`max_failures` times. `--resume` starts the same run name again, which Ray Train continues from
+its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ..config import TrainingConfig
+from ..errors import UserError
+from ..storage import Storage
+from .runs import new_run_name, read_metrics, read_run_config, read_run_info, run_dir, runs_dir, write_run_info
+
+# A snapshot whose decoded items fit in this many bytes is decoded once and kept in Ray's object
+# store; a larger one streams through the decode actors every epoch.
+MATERIALIZE_MAX_BYTES = 2 * 2**30
+# A small snapshot is repeated so an epoch holds at least this many batches per worker: each
+# epoch restarts the streaming split, which costs about a second.
+MIN_BATCHES_PER_EPOCH = 20
+
+
+def resolve_run(storage: Storage, kind: str, snapshot: str | None, run: str | None, resume: bool,
+                training: TrainingConfig, overrides: dict) -> tuple[Path, str, TrainingConfig]:
+    """(run folder, snapshot name, training config) for a new run or a resumed one."""
+    if resume:
+        if not run:
+            raise UserError("--resume needs --run NAME (the run to continue; `stream2dataset runs` lists them)")
+        folder = run_dir(storage, run)
+        info = read_run_info(folder)
+        if info["kind"] != kind:
+            raise UserError(f"run {run!r} trains the {info['kind']} model, not {kind}")
+        if snapshot and snapshot != info["snapshot"]["name"]:
+            raise UserError(f"run {run!r} trains on snapshot {info['snapshot']['name']!r}; drop --snapshot to resume it")
+        base = read_run_config(folder)
+        return folder, info["snapshot"]["name"], apply_overrides(base, overrides)
+    if not snapshot:
+        raise UserError("--snapshot NAME is required (`stream2dataset snapshots` lists them)")
+    folder = run_dir(storage, run or new_run_name(kind, snapshot))
+    if folder.exists():
+        raise UserError(f"run {folder.name!r} exists ({folder}); continue it with --resume or pick another --run")
+    return folder, snapshot, apply_overrides(training, overrides)
+
+
+def apply_overrides(training: TrainingConfig, overrides: dict) -> TrainingConfig:
+    """Flags over the config: `steps=...` or dotted `diffusion.resolution=...`; validated again."""
+    from pydantic import ValidationError
+
+    from ..config import format_validation_error
+
+    data = training.model_dump(mode="json")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node, *path = data, *key.split(".")
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise UserError(f"--set {key}: no such training setting")
+            node = node[part]
+        if path[-1] not in node:
+            raise UserError(f"--set {key}: no such training setting (see the `training` section of `stream2dataset init`)")
+        node[path[-1]] = value
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, "training").replace("\n", "; ")) from None
+
+
+def train(storage: Storage, kind: str, snapshot: str | None, training: TrainingConfig, *, run: str | None = None,
+          resume: bool = False, overrides: dict | None = None, progress=None) -> Path:
+    """Run (or resume) a training run to its last step on the connected Ray; returns the run folder."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from .data import snapshot_dataset
+
+    folder, snapshot, cfg = resolve_run(storage, kind, snapshot, run, resume, training, overrides or {})
+    settings = cfg.diffusion if kind == "diffusion" else cfg.temporal
+    dataset, info = snapshot_dataset(storage, snapshot, kind, settings, cfg)
+    what = "frames" if kind == "diffusion" else f"windows of {settings.context} frames"
+    per_worker = info.items // cfg.workers
+    if per_worker < 1:
+        raise UserError(f"snapshot {snapshot!r} has {info.items} {what}: fewer than --workers {cfg.workers}")
+    batch_size = min(cfg.batch_size, per_worker)  # a small snapshot still gives every worker whole batches
+    if info.items * info.item_bytes <= MATERIALIZE_MAX_BYTES:
+        dataset = dataset.materialize()
+        repeat = -(-MIN_BATCHES_PER_EPOCH * batch_size // per_worker)
+        if repeat > 1:
+            dataset = dataset.union(*[dataset] * (repeat - 1))
+    dataset = dataset.randomize_block_order()  # a new order every epoch; workers shuffle within blocks
+    snap = {"name": info.name, "created": info.created, "rows": info.rows, "channels": info.channels}
+    write_run_info(folder, kind, snap, cfg)
+    run_spec = {"kind": kind, "training": cfg.model_dump(mode="json"), "run_dir": str(folder), "snapshot": snap,
+                "batch_size": batch_size}
+    gpus = cfg.gpus_per_worker
+    trainer = TorchTrainer(
+        _train_loop, train_loop_config=run_spec, datasets={"train": dataset},
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=gpus > 0,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus else {})}),
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        run_config=RunConfig(name=folder.name, storage_path=str(runs_dir(storage)),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=3)))
+    stop = threading.Event()
+    watcher = threading.Thread(target=_follow, args=(folder, cfg.steps, progress, stop), daemon=True)
+    if progress is not None:
+        watcher.start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+    if result.error:
+        raise result.error
+    return folder
+
+
+def _train_loop(run: dict) -> None:
+    from .loop import train_loop  # imported on the worker
+
+    train_loop(run)
+
+
+def _follow(folder: Path, steps: int, progress, stop: threading.Event) -> None:
+    """Move the driver's progress bar as rank 0 appends to metrics.csv."""
+    task = progress.add_task(f"training {folder.name}", total=steps)
+    while not stop.wait(1.0):
+        rows = read_metrics(folder)
+        if rows:
+            last = rows[-1]
+            progress.update(task, completed=int(last["step"]),
+                            description=f"training {folder.name}: loss {last['loss']:.4f}, {last['images_per_s']:.0f} img/s")
+    rows = read_metrics(folder)
+    progress.update(task, completed=int(rows[-1]["step"]) if rows else 0)

@@ -1,0 +1,38 @@
+"""A small real-footage snapshot for training tests: facecam crops and clips of the test stream."""
+
+import pytest
+
+from stream2dataset.config import TrainingConfig, parse_config
+from stream2dataset.dataset.snapshots import create_snapshot
+from stream2dataset.processing.pipeline import file_segments, process
+from stream2dataset.storage import Storage
+
+
+@pytest.fixture(scope="session")
+def snapshot_root(tmp_path_factory, footage, ray_local):
+    """Storage root holding snapshot `train-v1`: the 8 s test stream's facecam at 4 frames/s and
+    clips of 8 frames at 8 fps, as 64-px crops (real carphone footage)."""
+    tmp = tmp_path_factory.mktemp("training")
+    video = tmp / "streamer.ts"
+    video.write_bytes(b"".join(p.read_bytes() for p in sorted(footage.glob("seg*.ts"))))
+    cfg = parse_config({"storage": {"root": str(tmp / "data")},
+                        "processing": {"sample_fps": 4, "min_crop_px": 32, "dedup_distance": 0,
+                                       "transforms": [{"resize": {"size": 64, "mode": "pad"}}],
+                                       "clips": {"enabled": True, "fps": 8, "length": 8, "min_motion": 0}}})
+    report = process(cfg, file_segments([video]))
+    assert report["kept"] >= 24, report
+    storage = Storage(cfg.storage.root)
+    create_snapshot(storage, "train-v1")
+    return storage
+
+
+def tiny(**changes) -> TrainingConfig:
+    """Tiny models and a few steps: the whole path on CPU in seconds."""
+    base = {"steps": 12, "batch_size": 4, "lr": 1e-3, "warmup_steps": 2, "checkpoint_every": 6, "sample_every": 6,
+            "log_every": 2, "workers": 2, "loader_cpus": 0.5, "cpus_per_worker": 0.5, "max_failures": 2,
+            "diffusion": {"resolution": 32, "base_channels": 16, "channel_mults": [1, 2], "attention_levels": [1],
+                          "layers_per_block": 1, "timesteps": 100, "sample_steps": 5},
+            "temporal": {"resolution": 32, "latent_dim": 32, "ae_channels": 16, "hidden": 64, "layers": 1, "context": 6}}
+    for key, value in changes.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) else value
+    return TrainingConfig.model_validate(base)
