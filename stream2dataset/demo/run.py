@@ -32,15 +32,16 @@ def demo_config(url: str) -> dict:
         "storage": {"root": "data"},
         "recording": {"segment_seconds": SEGMENT_SECONDS, "poll_interval_s": 5, "backoff_initial_s": 1,
                       "backoff_max_s": 10, "stream_timeout_s": 15, "min_free_gb": 0.5},
-        "processing": {"interval_s": 10, "outputs": ["facecam", "face", "aligned_face"],
+        # 4 frames/s: the footage loops every 20 s, so dedup keeps only what one loop holds.
+        "processing": {"interval_s": 10, "outputs": ["facecam", "face", "aligned_face"], "sample_fps": 4,
                        "clips": {"enabled": True, "fps": 8, "length": 16}},
         "channels": [{"source": url, "name": "demo", "tags": ["demo", "facecam"]}],
         # Tiny models on 2 CPU workers: the whole training path in a few minutes, not a good model.
-        "training": {"steps": 150, "batch_size": 8, "lr": 1e-3, "warmup_steps": 10, "checkpoint_every": 75,
-                     "sample_every": 75, "log_every": 5, "workers": 2, "cpus_per_worker": 0.5, "loader_cpus": 0.5,
+        "training": {"steps": 300, "batch_size": 4, "lr": 1e-3, "warmup_steps": 10, "checkpoint_every": 100,
+                     "sample_every": 100, "log_every": 5, "workers": 2, "cpus_per_worker": 0.5, "loader_cpus": 0.5,
                      "diffusion": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2],
                                    "attention_levels": [2], "layers_per_block": 1, "sample_steps": 20},
-                     "temporal": {"resolution": 32, "latent_dim": 64, "ae_channels": 32, "hidden": 128,
+                     "temporal": {"resolution": 32, "latent_dim": 32, "ae_channels": 16, "hidden": 64,
                                   "layers": 1, "context": 8}},
     }
 

@@ -79,38 +79,35 @@ class DecodeWindows:
         return {"clip": np.stack(windows) if windows else np.empty(shape, np.uint8)}
 
 
-def _select(storage: Storage, snapshot: str, sql: str) -> list:
-    con = open_snapshot(storage, snapshot)
-    try:
-        return [r[0] for r in con.execute(sql).fetchall()]
-    finally:
-        con.close()
-
-
 def snapshot_dataset(storage: Storage, snapshot: str, kind: str, settings, training) -> tuple:
     """(Ray Dataset, SnapshotData) for `kind` = diffusion (frames) or temporal (clips)."""
     import ray.data
 
-    manifest = load_snapshot(storage, snapshot)  # checks every file's sha256: the run trains on what was pinned
     table = "frames" if kind == "diffusion" else "clips"
-    files = [str(storage.root / e["path"]) for e in manifest["files"].get(table, [])]
-    # The snapshot's views exist only for tables it has files of.
-    views = set(_select(storage, snapshot, "SELECT view_name FROM duckdb_views() WHERE NOT internal"))
-    if table not in views:
-        raise UserError(f"snapshot {snapshot!r} has no {table}; {kind} training needs them "
-                        + ("(enable processing.clips and take a new snapshot)" if table == "clips" else ""))
-    id_col = "frame_id" if table == "frames" else "clip_id"
-    keep = frozenset(_select(storage, snapshot, f"SELECT {id_col} FROM {table}"))
-    channels = sorted(_select(storage, snapshot, f"SELECT DISTINCT channel::VARCHAR FROM {table}"))
+    con = open_snapshot(storage, snapshot)  # checks every file's sha256: the run trains on what was pinned
+    try:
+        def column(sql: str) -> list:
+            return [r[0] for r in con.execute(sql).fetchall()]
+
+        # The snapshot's views exist only for tables it has files of.
+        if table not in column("SELECT view_name FROM duckdb_views() WHERE NOT internal"):
+            raise UserError(f"snapshot {snapshot!r} has no {table}; {kind} training needs them"
+                            + (" (enable processing.clips and take a new snapshot)" if table == "clips" else ""))
+        keep = frozenset(column(f"SELECT {'frame_id' if table == 'frames' else 'clip_id'} FROM {table}"))
+        channels = sorted(column(f"SELECT DISTINCT channel::VARCHAR FROM {table}"))
+        if kind == "diffusion":
+            items, item_bytes = len(keep), 3 * settings.resolution ** 2
+        else:  # windows per clip, as DecodeWindows cuts them
+            c, stride = settings.context, max(1, settings.context // 2)
+            items = column(f"SELECT coalesce(sum(CASE WHEN frame_count >= {c} THEN "
+                           f"(frame_count - {c}) // {stride} + 1 ELSE 0 END), 0) FROM clips")[0]
+            item_bytes = 3 * settings.resolution ** 2 * c
+    finally:
+        con.close()
     if not keep:
         raise UserError(f"snapshot {snapshot!r}: no {table} to train on")
-    if kind == "diffusion":
-        items, item_bytes = len(keep), 3 * settings.resolution ** 2
-    else:
-        c, stride = settings.context, max(1, settings.context // 2)
-        items = _select(storage, snapshot, f"SELECT coalesce(sum(CASE WHEN frame_count >= {c} THEN "
-                                           f"(frame_count - {c}) // {stride} + 1 ELSE 0 END), 0) FROM clips")[0]
-        item_bytes = 3 * settings.resolution ** 2 * c
+    manifest = load_snapshot(storage, snapshot, verify=False)
+    files = [str(storage.root / e["path"]) for e in manifest["files"].get(table, [])]
     info = SnapshotData(snapshot, manifest["created"], len(keep), int(items), item_bytes, channels, files)
     loader = dict(compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, training.workers * 2)),
                   num_cpus=training.loader_cpus, batch_format="numpy")
