@@ -37,8 +37,8 @@ def demo_config(url: str) -> dict:
                        "clips": {"enabled": True, "fps": 8, "length": 16}},
         "channels": [{"source": url, "name": "demo", "tags": ["demo", "facecam"]}],
         # Tiny models on 2 CPU workers: the whole training path in a few minutes, not a good model.
-        "training": {"steps": 300, "batch_size": 4, "lr": 1e-3, "warmup_steps": 10, "checkpoint_every": 100,
-                     "sample_every": 100, "log_every": 5, "workers": 2, "cpus_per_worker": 0.5, "loader_cpus": 0.5,
+        "training": {"steps": 300, "batch_size": 4, "lr": 1e-3, "lr_schedule": "constant", "warmup_steps": 10, "checkpoint_every": 100,
+                     "sample_every": 150, "log_every": 5, "workers": 2, "cpus_per_worker": 0.5, "loader_cpus": 0.5,
                      "diffusion": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2],
                                    "attention_levels": [2], "layers_per_block": 1, "sample_steps": 20},
                      "temporal": {"resolution": 32, "latent_dim": 32, "ae_channels": 16, "hidden": 64,
@@ -144,11 +144,11 @@ def _dataset_steps(cfg, workdir: Path, console: Console) -> None:
         console.print(table)
     console.print(f"chart of frames and hours per day: {plot_stats(st, workdir / 'stats.png')}  [stream2dataset stats]")
     name = "demo-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    snap = create_snapshot(storage, name, "kind = 'facecam'")
-    console.print(f"snapshot {name}: {snap['frames']} facecam frames, "
+    snap = create_snapshot(storage, name, "kind = 'face'")
+    console.print(f"snapshot {name}: {snap['frames']} face frames, "
                   f"{sum(len(v) for v in snap['files'].values())} files pinned with sha256  [stream2dataset snapshot]")
-    path, count = preview_sheet(storage.root, "kind = 'facecam'", workdir / "preview.png", n=64)
-    console.print(f"preview of {count} facecam frames: {path}  [stream2dataset preview]")
+    path, count = preview_sheet(storage.root, "kind = 'face'", workdir / "preview.png", n=64)
+    console.print(f"preview of {count} face frames: {path}  [stream2dataset preview]")
     _training_steps(cfg, storage, name, workdir, console)
 
 
@@ -160,11 +160,13 @@ def _training_steps(cfg, storage, snapshot: str, workdir: Path, console: Console
     from ..training.sample import sample_diffusion, sample_temporal
     from ..training.trainer import train
 
-    for kind in ("diffusion", "temporal"):
+    # A DDPM needs more steps than the sequence model before its samples look like anything.
+    for kind, steps in (("diffusion", 2 * cfg.training.steps), ("temporal", cfg.training.steps)):
         with Progress(console=console, transient=True) as progress:
-            folder = train(storage, kind, snapshot, cfg.training, run=f"{kind}-{snapshot}", progress=progress)
+            folder = train(storage, kind, snapshot, cfg.training, run=f"{kind}-{snapshot}", progress=progress,
+                           overrides={"steps": steps})
         loss = (folder / "metrics.csv").read_text().splitlines()[-1].split(",")[2]
-        console.print(f"trained {kind} on {cfg.training.workers} CPU workers, {cfg.training.steps} steps, "
+        console.print(f"trained {kind} on {cfg.training.workers} CPU workers, {steps} steps, "
                       f"last loss {float(loss):.4f}: {folder}  [stream2dataset train {kind}]")
     got = sample_diffusion(storage, f"diffusion-{snapshot}", n=16, out=workdir / "samples.png", interpolate=True)
     copies = sum(r["copy"] for r in got["memorisation"])
