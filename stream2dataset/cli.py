@@ -27,7 +27,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="S2D_CONFIG", help="config file")]
-AddressOpt = Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (default: local Ray)")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", envvar="RAY_ADDRESS",
+                                                   help="Ray cluster address (default: the config's, else a local Ray)")]
 
 
 def parse_duration(text: str) -> float:
@@ -239,7 +240,8 @@ def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos o
 @app.command()
 def render(src: Path, dst: Path,
            transforms: Annotated[str, typer.Option(help="e.g. 'silhouette, one_color(color=white), contrast(gain=1.8)'")],
-           inline: Annotated[bool, typer.Option(help="run on this process instead of Ray")] = False) -> None:
+           inline: Annotated[bool, typer.Option(help="run on this process instead of Ray")] = False,
+           address: AddressOpt = None) -> None:
     """Re-render a video frame by frame through a transform chain, keeping its audio."""
     from .processing.render import FrameChain
     from .processing.render import render as render_video
@@ -253,7 +255,7 @@ def render(src: Path, dst: Path,
     if not inline:
         from . import cluster
 
-        cluster.connect_for_job(None, "stream2dataset")
+        cluster.connect_for_job(address, "stream2dataset")
     with console.status(f"rendering {src.name}..."):
         result = render_video(src, dst, chain, parallel=not inline)
     console.print(f"wrote {dst}: {result['frames']} frames in {result['seconds']:.1f} s, audio {result['audio']}")

@@ -46,6 +46,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 def train_loop(run: dict) -> None:
     """Ray Train's `train_loop_per_worker`; `run` holds only plain data (it is pickled to workers)."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -76,13 +77,18 @@ def train_loop(run: dict) -> None:
     net = torch.compile(ddp) if cfg.compile and on_gpu else ddp
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.precision == "bf16" else nullcontext())
 
+    # Which Ray node each rank runs on: shows a run spread over the cluster (and where a failure was).
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1:
+        nodes = [None] * world
+        torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     log = None
     if rank == 0:
         from .runs import MetricsLog
 
         log = MetricsLog(folder, step, task.loss_parts)
         (folder / "samples").mkdir(exist_ok=True)
-        log.event("restored" if checkpoint else "started", step=step, workers=world, device=str(device))
+        log.event("restored" if checkpoint else "started", step=step, workers=world, device=str(device), nodes=nodes)
     shard = ray.train.get_dataset_shard("train")
     batch_size = run["batch_size"]
     epoch, window_images, window_wait, window_start = 0, 0, 0.0, time.perf_counter()

@@ -3,7 +3,7 @@
     run.json                 kind, snapshot (name, created, rows, channels), created, config hash
     config.yaml              the resolved training config the run was started (or resumed) with
     metrics.csv              step, loss, lr, images/s, data wait, GPU memory, ...
-    events.jsonl             started / restored (from which step, on how many workers)
+    events.jsonl             started / restored (from which step; each worker's Ray node)
     tb/                      TensorBoard event files (same metrics)
     samples/step-NNNNNNN.png sample grids written during training
     checkpoint-NNNNNNN/      Ray Train checkpoints: state.pt (model, EMA, optimizer, step, config, snapshot)
