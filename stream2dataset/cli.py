@@ -217,6 +217,8 @@ def report_table(report: dict, title: str) -> Table:
     table.add_row("facecams", ", ".join(f"{k}: {v}" for k, v in sorted(report["facecams"].items())) or "-")
     table.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in sorted(report["drops"].items())) or "-")
     table.add_row("seconds per stage", ", ".join(f"{k} {v:.1f}" for k, v in report["seconds"].items()) or "-")
+    if len(report.get("nodes", {})) > 1:
+        table.add_row("windows per Ray node", ", ".join(f"{k[:8]}: {v}" for k, v in report["nodes"].most_common()))
     for q in report["quarantined"]:
         table.add_row("[red]quarantined[/red]", f"{q['segment_id']}: {q['reason']}")
     return table

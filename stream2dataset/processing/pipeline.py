@@ -84,7 +84,7 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
     if windows:
         actors = concurrency or config.processing.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
         ds = ray.data.from_items(windows).map_batches(
-            WindowProcessor, batch_size=1, num_cpus=1,
+            WindowProcessor, batch_size=1, num_cpus=1, scheduling_strategy="SPREAD",  # use every node's decoders
             # Grows up to `actors` as CPUs allow: recorders may hold some of them.
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(windows))),
             fn_constructor_kwargs={"processing": config.processing, "root": str(storage.root),
@@ -97,7 +97,7 @@ def _finish(storage: Storage, dataset: DatasetConfig, segments: list[dict], wind
             summaries: list[dict], failed: dict[str, str]) -> dict:
     by_id = {s["window_id"]: s for s in summaries}
     report = {"segments": len(segments), "windows": len(windows), "frames": 0, "kept": 0, "duplicates": 0,
-              "drops": Counter(), "seconds": Counter(), "quarantined": [], "facecams": Counter()}
+              "drops": Counter(), "seconds": Counter(), "quarantined": [], "facecams": Counter(), "nodes": Counter()}
     errors = dict(failed)
     for w in windows:
         s = by_id[window_id(w["segment_id"], w["window"])]
@@ -107,6 +107,7 @@ def _finish(storage: Storage, dataset: DatasetConfig, segments: list[dict], wind
         report["drops"].update(json.loads(s["drops"]))
         report["seconds"].update(json.loads(s["seconds"]))
         report["facecams"][s["facecam"]] += 1
+        report["nodes"][s.get("node", "")] += 1  # windows per Ray node (markers of older runs have none)
         if s["error"]:
             errors.setdefault(w["segment_id"], s["error"])
     broken = [seg for seg in segments if seg["segment_id"] in errors]

@@ -119,6 +119,7 @@ class WindowProcessor:
             "kept": sum(r["dup_of"] is None for r in rows), "duplicates": sum(r["dup_of"] is not None for r in rows),
             "clips": clips, "drops": json.dumps(dict(drops)), "error": error, "facecam": cam.kind,
             "facecam_box": json.dumps(cam.box), "seconds": json.dumps({k: round(v, 4) for k, v in timings.items()}),
+            "node": _node_id(),
         }
         if not error:  # a broken window is redone next time, after the file is dealt with
             atomic_write_bytes(marker, json.dumps({k: v for k, v in summary.items() if k != "skipped"}).encode())
@@ -206,3 +207,10 @@ class WindowProcessor:
                 if kept is not None:
                     rows[j]["dup_of"] = rows[indices[kept]]["frame_id"]
         return rows
+
+
+def _node_id() -> str:
+    """The Ray node this window ran on ("" outside Ray): the report shows how work spread."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
