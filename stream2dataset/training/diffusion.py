@@ -131,8 +131,3 @@ def interpolation_latents(s: DiffusionSettings, n_frames: int, generator: torch.
         frames.append(slerp(keys[k], keys[k + 1], float(u - k)))
     return torch.stack(frames)
 
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """NHWC uint8 images from [N, 3, H, W] tensors in [-1, 1] (any dtype or device)."""
-    x = (images.detach().float().clamp(-1, 1) + 1) * 127.5
-    return x.round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

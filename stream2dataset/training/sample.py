@@ -18,6 +18,7 @@ from ..errors import UserError
 from ..storage import Storage
 from .data import decode_image
 from .runs import load_state, read_run_info, run_dir
+from .tensors import to_uint8, to_unit
 
 
 def _load(storage: Storage, run: str, kind: str):
@@ -43,7 +44,7 @@ def _stamp() -> str:
 def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | None = None, seed: int = 0,
                      steps: int | None = None, interpolate: bool = False, memorisation: bool = True,
                      seconds: float = 6.0, fps: float = 8.0) -> dict:
-    from .diffusion import ddim_sample, interpolation_latents, to_uint8
+    from .diffusion import ddim_sample, interpolation_latents
 
     folder, info, cfg, unet, step = _load(storage, run, "diffusion")
     s, device = cfg.diffusion, next(unet.parameters()).device
@@ -118,10 +119,10 @@ def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: f
     clip_id, encoded = chosen[0]
     seed_frames = np.stack([decode_image(f, s.resolution) for f in encoded[: max(2, s.context // 2)]])
     device = next(model.parameters()).device
-    x = torch.from_numpy(seed_frames).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+    x = to_unit(torch.from_numpy(seed_frames).permute(0, 3, 1, 2).to(device))
     total = max(len(seed_frames) + 1, round(seconds * fps))
     made = generate(model, x, total, generator=torch.Generator(device=device).manual_seed(seed))
-    frames = made.clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    frames = to_uint8(made)
     video = write_mp4(out or folder / f"video-{_stamp()}.mp4", frames, fps)
     reference = [np.stack([decode_image(f, s.resolution) for f in clip]) for _, clip in real]
     return {"step": step, "video": video, "frames": len(frames), "seed_clip": clip_id,

@@ -11,17 +11,7 @@ import numpy as np
 import torch
 
 from ..config import TrainingConfig
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """uint8 from the loader to float in [-1, 1], on the batch's device."""
-    return x.float().div_(127.5).sub_(1.0)
-
-
-def random_flip(x: torch.Tensor) -> torch.Tensor:
-    """Mirror half the items left-right (all frames of a window alike), on the batch's device."""
-    mask = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(mask.view(-1, *[1] * (x.dim() - 1)), x.flip(-1), x)
+from .tensors import random_flip, to_uint8, to_unit
 
 
 class DiffusionTask:
@@ -49,7 +39,7 @@ class DiffusionTask:
 
     def preview(self, ema, batch: dict, n: int = 16, seed: int = 0) -> tuple[list[np.ndarray], int]:
         """n samples from fixed noise (the same every time, so grids show progress); 4 per row."""
-        from .diffusion import ddim_sample, to_uint8
+        from .diffusion import ddim_sample
 
         device = next(ema.parameters()).device
         gen = torch.Generator(device=device).manual_seed(seed)
@@ -87,8 +77,7 @@ class TemporalTask:
         for clip in clips:
             made = generate(ema, clip[: t // 2], t, generator=gen)
             rows += [clip, made]
-        images = torch.cat(rows).clamp(-1, 1).add(1).mul(127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return list(images), t
+        return list(to_uint8(torch.cat(rows))), t
 
 
 TASKS = {"diffusion": DiffusionTask, "temporal": TemporalTask}

