@@ -65,12 +65,16 @@ def status_table(st: dict) -> Table:
     table.add_column("segments", no_wrap=True, justify="right")
     table.add_column("bytes", no_wrap=True, justify="right")
     table.add_column("last error", overflow="fold", ratio=1, min_width=12)
+    nodes = {ch["node"] for ch in st["channels"] if ch.get("node")}
+    if len(nodes) > 1:  # on a cluster: which node records what (the start of Ray's node id)
+        table.add_column("node", no_wrap=True)
     for ch in st["channels"]:
         kind = " · ".join(x for x in (ch.get("platform"), ch.get("mode")) if x)
         detail = ch.get("detail", "")
         table.add_row(f"{ch['channel']}\n[dim]{kind}[/dim]" if kind else ch["channel"],
                       f"{ch['state']}\n[dim]{detail}[/dim]" if detail else ch["state"], _since(ch.get("since")),
-                      str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("last_error", ""))
+                      str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("last_error", ""),
+                      *([(ch.get("node") or "")[:8]] if len(nodes) > 1 else []))
     notes = []
     if proc := st.get("processing"):
         notes.append(f"processing: {proc['state']}" + (f" · last run {proc['last']}" if proc.get("last") else "")

@@ -342,7 +342,7 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         raise ConfigError(format_validation_error(err, source)) from None
     if base_dir is not None and not cfg.storage.root.is_absolute():
         root = (base_dir / cfg.storage.root).resolve()
-        cfg = cfg.model_copy(update={"storage": StorageConfig(root=root)})
+        cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": root})})
     return cfg
 
 

@@ -62,6 +62,11 @@ def test_defaults_and_derived_channel_fields(tmp_path):
     assert cfg.storage.root == tmp_path / "s2d-data"  # relative to the config file
 
 
+def test_a_relative_root_keeps_the_other_storage_settings(tmp_path):
+    cfg = parse_config({"storage": {"root": "data", "shared": True}}, base_dir=tmp_path)
+    assert cfg.storage.root == tmp_path / "data" and cfg.storage.shared
+
+
 def test_hash_is_stable_and_tracks_changes(tmp_path):
     a = parse_config({"channels": [{"source": "shroud"}]})
     b = parse_config({"channels": [{"source": "https://www.twitch.tv/shroud"}]})

@@ -63,10 +63,11 @@ class ChannelRecorder:
     def status(self) -> dict:
         with self._lock:
             st = dict(self._state)
+        open_bytes = self._open_bytes()
         return {
             "channel": self.channel.name, "platform": self.channel.platform, "mode": self.channel.mode,
             **st, "since": st["since"].isoformat(timespec="seconds"),
-            "segments": self._totals["segments"], "bytes": self._totals["bytes"] + self._open_bytes(),
+            "segments": self._totals["segments"], "bytes": self._totals["bytes"] + open_bytes, "open_bytes": open_bytes,
             "recovered": self.recovered, "config_hash": self.config_hash,
         }
 

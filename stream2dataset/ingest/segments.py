@@ -323,7 +323,10 @@ class Segmenter:
         final = Path(self.path_for(self._start))
         self._part = final.with_name(final.name + PART_SUFFIX)
         self._part.parent.mkdir(parents=True, exist_ok=True)
-        self._out = av.open(str(self._part), "w", format="mpegts")
+        # The muxer otherwise holds up to 10 s of interleaving in memory and writes nothing until
+        # close: a killed recorder would lose it all. Writing within ~1 s keeps the .part salvageable.
+        self._out = av.open(str(self._part), "w", format="mpegts",
+                            container_options={"max_interleave_delta": "1000000", "flush_packets": "1"})
         # opaque=True copies the decoder's parameters: no encoder for the codec is needed.
         self._omap = {s.index: self._out.add_stream_from_template(s, opaque=True) for s in streams}
         self.current_path = final

@@ -41,7 +41,7 @@ class RecorderActor(ChannelRecorder):
     def status(self) -> dict:
         ctx = ray.get_runtime_context()
         return {**super().status(), "fingerprint": self.fingerprint,
-                "restarted": ctx.was_current_actor_reconstructed, "pid": os.getpid()}
+                "restarted": ctx.was_current_actor_reconstructed, "pid": os.getpid(), "node": ctx.get_node_id()}
 
 
 def _placement(node_id: str, pinned: bool) -> dict:

@@ -6,11 +6,15 @@ import os
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from stream2dataset.storage import Storage
 from stream2dataset.training.runs import load_state
+
+from ..ingest.test_recorder import assert_manifest_sound
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,3 +53,34 @@ def test_processing_spreads_over_nodes_and_survives_losing_one(footage, tmp_path
     assert r["finished"] and r["staged_at_kill"] < r["calm_windows"]  # the node died while windows were left
     assert len(r["calm_ids"]) >= 120  # ~27 of 32 sampled frames kept per video
     assert r["killed_ids"] == r["calm_ids"]  # no row lost, none twice
+
+
+def test_up_spreads_recorders_and_a_killed_node_s_recorders_move(footage, tmp_path):
+    result = tmp_path / "result.json"
+    out = run_script("tests.cluster.multinode_record", footage, tmp_path, result, timeout=290)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(result.read_text())
+    before, after = r["before"], r["after"]
+    assert {c["node"] for c in before.values()} == set(r["nodes"])  # `up` used both worker nodes
+    assert r["moved"], before
+    for name in r["moved"]:
+        assert after[name]["node"] == r["nodes"][0] and after[name]["restarted"], after[name]
+        assert after[name]["recovered"] == 1  # the new incarnation found the dead one's open segment
+    rows = assert_manifest_sound(Storage(tmp_path / "data"))  # ids unique, files = manifest, no .part left
+    quarantined = [p.parent.parent.name for p in (tmp_path / "data" / "quarantine").rglob("*.reason.json")]
+    for name, ch in after.items():
+        mine = sorted((r_ for r_ in rows if r_["channel"] == name), key=lambda r_: r_["start"])
+        assert len(mine) == r["final"][name]["segments"]
+        for prev, nxt in zip(mine, mine[1:]):  # no media recorded twice
+            assert nxt["start"] >= prev["end"] - timedelta(seconds=0.5), (name, prev, nxt)
+        salvaged = sum(r_["status"] == "salvaged" for r_ in mine) + quarantined.count(name)
+        if name in r["moved"]:
+            # Every segment committed before the kill is there; the one in flight was salvaged (or
+            # quarantined if empty); the only hole is the restart time, while the live edge moved on.
+            assert sum(r_["end"].timestamp() <= r["killed_at"] for r_ in mine) >= r["at_kill"][name]["segments"]
+            assert salvaged == 1 and "salvaged" in [r_["status"] for r_ in mine], ([r_["status"] for r_ in mine], quarantined)
+            holes = [nxt["start"] - prev["end"] for prev, nxt in zip(mine, mine[1:])
+                     if nxt["start"] - prev["end"] > timedelta(seconds=1.5)]
+            assert len(holes) <= 1 and all(h.total_seconds() < r["restarted_after_s"] + 15 for h in holes), holes
+        else:
+            assert salvaged == 0 and ch["pid"] == before[name]["pid"], ch  # the other node's recorders untouched
