@@ -77,7 +77,9 @@ def status_table(st: dict) -> Table:
                       *([(ch.get("node") or "")[:8]] if len(nodes) > 1 else []))
     notes = []
     if proc := st.get("processing"):
-        notes.append(f"processing: {proc['state']}" + (f" · last run {proc['last']}" if proc.get("last") else "")
+        notes.append(f"processing: {proc['state']}"
+                     + (f" · backlog {proc['backlog']} segments" if proc.get("backlog") is not None else "")
+                     + (f" · last run {proc['last']}" if proc.get("last") else "")
                      + (f" · [red]{proc['error']}[/red]" if proc.get("error") else ""))
     if st.get("config_error"):
         notes.append(f"[red]{st['config_error']}[/red]")

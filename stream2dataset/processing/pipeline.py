@@ -82,9 +82,14 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
     windows, failed = plan_windows(segments, config.processing.window_s)
     summaries: list[dict] = []
     if windows:
-        actors = concurrency or config.processing.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        need = config.ray.processor_cpus
+        free = ray.available_resources().get("CPU", 0.0)
+        if free < need:  # else the job waits for an actor forever, silently
+            raise UserError(f"processing: {free:g} Ray CPUs free, an actor needs ray.processor_cpus = {need:g} "
+                            "(recorders reserve ray.recorder_cpus each): lower either, or add a node")
+        actors = concurrency or config.processing.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) / need))
         ds = ray.data.from_items(windows).map_batches(
-            WindowProcessor, batch_size=1, num_cpus=1, scheduling_strategy="SPREAD",  # use every node's decoders
+            WindowProcessor, batch_size=1, num_cpus=need, scheduling_strategy="SPREAD",  # use every node's decoders
             # Grows up to `actors` as CPUs allow: recorders may hold some of them.
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(windows))),
             fn_constructor_kwargs={"processing": config.processing, "root": str(storage.root),

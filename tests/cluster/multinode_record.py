@@ -26,7 +26,11 @@ def wait_for(predicate, timeout: float, what: str):
         if value := predicate():
             return value
         time.sleep(0.2)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}: {json.dumps(service.status(), default=str)}")
+    try:
+        state = json.dumps(service.status(), default=str)
+    except Exception as err:  # noqa: BLE001 - the service may be what is missing
+        state = repr(err)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}: {state}")
 
 
 def channels() -> dict[str, dict]:

@@ -84,3 +84,23 @@ def test_up_spreads_recorders_and_a_killed_node_s_recorders_move(footage, tmp_pa
             assert len(holes) <= 1 and all(h.total_seconds() < r["restarted_after_s"] + 15 for h in holes), holes
         else:
             assert salvaged == 0 and ch["pid"] == before[name]["pid"], ch  # the other node's recorders untouched
+
+
+def test_the_service_survives_a_killed_up_and_a_lost_head(footage, tmp_path):
+    result = tmp_path / "result.json"
+    out = run_script("tests.cluster.multinode_restart", footage, tmp_path, result, timeout=290)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(result.read_text())
+    # A killed `up` leaves a working service; the next `up` adopts it instead of starting a second one.
+    assert r["first_up_rc"] == -9 and r["second_up_rc"] == 0 and r["pids_kept"], r["second_up_out"]
+    assert r["actors"] == ["recorder-cam0", "recorder-cam1", "supervisor"]
+    # After the whole cluster died, a new `up` recovered everything from the storage root alone.
+    assert r["parts_left"] and r["third_up_rc"] == 0 and r["down_rc"] == 0 and r["process_rc"] == 0, r["process_out"]
+    assert all(ch["recovered"] >= 1 for ch in r["after"].values()), r["after"]
+    rows = assert_manifest_sound(Storage(tmp_path / "data"))  # the .part files became segments, once each
+    assert sum(row["status"] == "salvaged" for row in rows) >= 1
+    assert r["pending"] == 0  # every committed segment ends up processed
+    assert len(r["frame_ids"]) == len(set(r["frame_ids"])) > 0  # and none twice
+    before = r["before"]["shards"]
+    assert before and all(r["shards"].get(path) == digest for path, digest in before.items())  # kept as they were
+    assert len(r["shards"]) > len(before)

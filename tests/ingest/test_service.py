@@ -142,7 +142,9 @@ def test_up_processes_new_segments_and_applies_retention(tmp_path, hls, footage,
     storage = Storage(tmp_path / "data")
     wait_for(lambda: "cross-segment duplicates" in service.status()["processing"]["last"], 120, interval=0.5,
              what="a processing run while up, then the dedup pass")
+    backlog = service.status()["processing"]["backlog"]  # what is waiting, counted at each round
     service.down()
+    assert isinstance(backlog, int) and backlog >= 0
     assert (storage.root / "dataset" / "dups" / "links-0000.parquet").exists()
     rows = read_segments(storage).to_pylist()
     done = [r for r in rows if storage.done_marker(r["segment_id"]).exists()]

@@ -17,6 +17,7 @@ import pytest
 from stream2dataset.config import parse_config
 from stream2dataset.dataset import frames_dir, read_clips
 from stream2dataset.demo import SMALL_LAYOUT
+from stream2dataset.errors import UserError
 from stream2dataset.processing.decode import video_info
 from stream2dataset.processing.detect import iou
 from stream2dataset.processing.pipeline import file_segments, plan_windows, process
@@ -82,6 +83,13 @@ def test_process_files_end_to_end(tmp_path, videos, ray_local):
 
     again = process(cfg, file_segments([videos]))  # a re-run finds everything done
     assert again["windows"] == 0 and len(read_rows(storage)) == len(rows)
+
+
+def test_no_free_cpu_for_an_actor_is_a_clear_error_not_a_hang(tmp_path, videos, ray_local):
+    cfg = parse_config({"storage": {"root": str(tmp_path / "data")}, "ray": {"processor_cpus": 64}})
+    with pytest.raises(UserError, match=r"ray\.processor_cpus = 64 .*lower either, or add a node"):
+        process(cfg, file_segments([videos]))
+    assert not list(frames_dir(Storage(cfg.storage.root)).rglob("*.parquet"))
 
 
 def test_silhouettes_from_a_person_video(tmp_path, ray_local):
