@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,7 +18,6 @@ from ray.cluster_utils import Cluster
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.demo import LiveHLSServer
-from stream2dataset.ingest import service
 from stream2dataset.processing.pipeline import pending_segments
 from stream2dataset.storage import Storage
 
