@@ -87,12 +87,13 @@ def status_table(st: dict) -> Table:
     return table
 
 
-def segments_table(root: Path, channel: str | None = None) -> Table:
+def segments_table(cfg, channel: str | None = None) -> Table:
     from .ingest import read_segments
     from .storage import Storage
 
-    t = read_segments(Storage(root), channel).to_pylist()
-    table = Table(title=f"recorded segments in {root}")
+    storage = Storage.of(cfg)
+    t = read_segments(storage, channel).to_pylist()
+    table = Table(title=f"recorded segments in {storage.where}")
     for col in ("channel", "segments", "duration", "bytes", "resolution", "codec", "salvaged", "first", "last"):
         table.add_column(col)
     by_channel: dict[str, list[dict]] = {}
@@ -122,7 +123,7 @@ def init(path: Annotated[Path, typer.Argument()] = Path(DEFAULT_CONFIG_NAME),
 def check(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """Validate the config and show the channels it resolves to."""
     cfg = load_config(config)
-    table = Table(title=f"{config} (hash {cfg.hash}) — storage root {cfg.storage.root}")
+    table = Table(title=f"{config} (hash {cfg.hash}) — storage root {cfg.storage.uri or cfg.storage.root}")
     for col in ("name", "platform", "mode", "source", "tags", "segment s", "enabled"):
         table.add_column(col)
     for ch in cfg.channels:
@@ -203,7 +204,7 @@ def record(channel: str, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
         finally:
             st = rec.stop()
             progress.update(task, completed=seconds, info=f"{st['state']} · {st['segments']} segments")
-    console.print(segments_table(cfg.storage.root, cfg.channel(channel).name))
+    console.print(segments_table(cfg, cfg.channel(channel).name))
 
 
 @app.command()
@@ -211,7 +212,14 @@ def segments(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
              channel: Annotated[Optional[str], typer.Option(help="only this channel")] = None) -> None:
     """Summarise the recorded segments in the manifest."""
     cfg = load_config(config)
-    console.print(segments_table(cfg.storage.root, channel))
+    console.print(segments_table(cfg, channel))
+
+
+def _dataset_root(cfg) -> Path:
+    """The local root to read the dataset from: an object-store root's working copy, brought up to date."""
+    from .storage import Storage
+
+    return Storage.of(cfg).pull_dataset()
 
 
 def report_table(report: dict, title: str) -> Table:
@@ -240,9 +248,9 @@ def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos o
     from .storage import Storage
 
     cfg = load_config(config)
-    segments = file_segments(paths) if paths else pending_segments(Storage(cfg.storage.root))
+    segments = file_segments(paths) if paths else pending_segments(Storage.of(cfg))
     cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
-    console.print(report_table(run_pipeline(cfg, segments), f"processed into {cfg.storage.root / 'dataset'}"))
+    console.print(report_table(run_pipeline(cfg, segments), f"processed into {Storage.of(cfg).where}/dataset"))
 
 
 @app.command()
@@ -311,7 +319,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g.
     from .dataset.stats import cell_text, rows, rows_csv, rows_json
 
     cfg = load_config(config)
-    result, more = run_sql(cfg.storage.root, query, limit or None)
+    result, more = run_sql(_dataset_root(cfg), query, limit or None)
     note = f"first {result.num_rows} rows; --limit 0 for all" if more else f"{result.num_rows} rows"
     if fmt is not OutFormat.table:
         sys.stdout.write(rows_csv(result) if fmt is OutFormat.csv else rows_json(result) + "\n")
@@ -363,7 +371,7 @@ def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
     from .dataset.stats import dataset_stats, plot_stats
 
     cfg = load_config(config)
-    st = dataset_stats(cfg.storage.root)
+    st = dataset_stats(_dataset_root(cfg))
     if fmt is StatsFormat.json:
         print(json.dumps(st, indent=1))
     else:
@@ -386,7 +394,7 @@ def preview(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
     from .dataset.stats import preview_sheet
 
     cfg = load_config(config)
-    path, count = preview_sheet(cfg.storage.root, where, out, n=n, include_dups=include_all)
+    path, count = preview_sheet(_dataset_root(cfg), where, out, n=n, include_dups=include_all)
     console.print(f"wrote {path}: {count} frames")
 
 
@@ -406,7 +414,7 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
         cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
     r = radius if radius is not None else cfg.dataset.dedup_radius
     with console.status(f"deduplicating frames within {r} bits of pHash..."):
-        report = dedup_dataset(Storage(cfg.storage.root), r, use_ray=use_ray)
+        report = dedup_dataset(Storage.of(cfg), r, use_ray=use_ray)
     console.print(f"{report['frames']:,} frames, {report['linked']:,} linked as near-duplicates of an earlier "
                   f"frame (radius {r}) in {report['seconds']:.1f} s; links: {report['path']}")
 
@@ -422,10 +430,10 @@ def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_'
 
     cfg = load_config(config)
     with console.status("hashing the shards..."):
-        m = create_snapshot(Storage(cfg.storage.root), name, where)
+        m = create_snapshot(Storage.of(cfg), name, where)
     files = sum(len(v) for v in m["files"].values())
     console.print(f"snapshot {name}: {m['frames']:,} frames{' where ' + m['where'] if m['where'] else ''}, "
-                  f"{files} files pinned -> {cfg.storage.root / 'snapshots' / (name + '.json')}")
+                  f"{files} files pinned -> {Storage.of(cfg).where}/snapshots/{name}.json")
 
 
 @app.command()
@@ -438,7 +446,7 @@ def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("name", "created (UTC)", "frames", "files", "where"):
         table.add_column(col, justify="right" if col in ("frames", "files") else "left")
-    for m in list_snapshots(Storage(cfg.storage.root)):
+    for m in list_snapshots(Storage.of(cfg)):
         table.add_row(m["name"], m["created"][:19], f"{m['frames']:,}", str(sum(len(v) for v in m["files"].values())),
                       m["where"] or "")
     console.print(table)

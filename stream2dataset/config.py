@@ -24,6 +24,9 @@ MODES = ("live", "videos", "thumbnails")
 
 # A channel name becomes a folder name: lowercase slug only, so no traversal and no shell text.
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# pyarrow.fs.FileSystem.from_uri's object stores and HDFS (a local root is written as a path).
+URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 # Characters that only appear in a source by mistake or malice (shell metacharacters, whitespace).
 UNSAFE_SOURCE_CHARS = set(";|&$`<>\"'\\\n\r\t\0 ") | {chr(c) for c in range(32)}
 
@@ -126,9 +129,42 @@ class Channel(_Model):
 
 
 class StorageConfig(_Model):
-    root: Path = Field(Path("s2d-data"), description="storage root; relative paths are relative to the config file")
+    root: Path = Field(Path("s2d-data"), description="storage root: a path (relative paths are relative to the config "
+                                                     "file), or an object-store URI such as s3://bucket/prefix (any "
+                                                     "pyarrow filesystem); with a URI this becomes the node's working copy")
+    uri: str | None = Field(None, description="the object store holding the data, when `root` was given as a URI "
+                                              "(set from it; every node reads and writes through it)")
+    cache: Path = Field(Path("~/.cache/stream2dataset"), description="object-store roots only: where each node keeps "
+                                                                     "its working copy ({node}: the Ray node id)")
     shared: bool = Field(False, description="every Ray node mounts the root at the same path (NFS...): "
                                             "recorders may then run on any node, else on the node of `up`")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_uri(cls, data: Any) -> Any:
+        """`root: s3://bucket/prefix` -> uri = that, root = <cache>/<bucket-prefix>-<hash>."""
+        if isinstance(data, dict) and isinstance(data.get("root"), str) and URI_RE.match(data["root"]):
+            uri = data["root"]
+            scheme, _, rest = uri.partition("://")
+            if scheme not in URI_SCHEMES:
+                raise ValueError(f"root {uri!r}: unknown scheme {scheme!r}; use a path or one of "
+                                 f"{', '.join(s + '://' for s in URI_SCHEMES)}")
+            rest = rest.rstrip("/")
+            uri = f"{scheme}://{rest}"
+            if "@" in rest.split("/")[0]:  # the config is copied next to every output: no secrets in it
+                raise ValueError(f"root {scheme}://…@…: credentials do not go in the config; set them in the "
+                                 "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)")
+            if not rest or ".." in rest.split("/") or "?" in rest:
+                raise ValueError(f"root {uri!r}: give a bucket and an optional prefix, e.g. s3://bucket/datasets/a "
+                                 "(options such as the endpoint come from the environment: AWS_ENDPOINT_URL)")
+            name = re.sub(r"[^A-Za-z0-9_.-]", "-", rest)[:48] + "-" + hashlib.sha256(uri.encode()).hexdigest()[:8]
+            data = {**data, "uri": uri, "root": str(Path(str(data.get("cache") or "~/.cache/stream2dataset")) / name)}
+        return data
+
+    @property
+    def any_node(self) -> bool:
+        """Whether a recorder may run on any node (its files reach every other one)."""
+        return self.shared or self.uri is not None
 
 
 class RayConfig(_Model):
@@ -342,8 +378,10 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
         cfg = Config.model_validate(data)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source)) from None
-    if base_dir is not None and not cfg.storage.root.is_absolute():
-        root = (base_dir / cfg.storage.root).resolve()
+    root = cfg.storage.root.expanduser()
+    if base_dir is not None and not root.is_absolute():
+        root = (base_dir / root).resolve()
+    if root != cfg.storage.root:
         cfg = cfg.model_copy(update={"storage": cfg.storage.model_copy(update={"root": root})})
     return cfg
 

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .config import NAME_RE, Config, dump_config
+from .config import NAME_RE, Config, StorageConfig, dump_config
+from .remote import Remote
 
 PART_SUFFIX = ".part"
 _UMASK = os.umask(0o022)
@@ -37,11 +38,86 @@ def _checked(part: str, what: str) -> str:
     return part
 
 
-class Storage:
-    """Paths under one storage root. Nothing outside the root is ever produced."""
+_REMOTES: dict[Path, Remote] = {}  # local working copy -> its object store, for `atomic_output`
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "local"
+
+
+class Storage:
+    """Paths under one storage root. Nothing outside the root is ever produced.
+
+    With an object-store `uri`, `root` is this node's working copy of it (`remote.py`): the
+    `pull`, `fetch` and `delete` methods keep the two in step; for a local root they do nothing.
+    """
+
+    def __init__(self, root: str | Path, uri: str | None = None):
+        text = str(root)
+        if uri and "{node}" in text:  # several nodes on one host each keep their own copy
+            text = text.replace("{node}", _node_id())
+        self.root = Path(text).expanduser().resolve()
+        self.uri = uri
+        self.remote = Remote(uri, self.root) if uri else None
+        if self.remote:
+            _REMOTES[self.root] = self.remote
+
+    @classmethod
+    def of(cls, cfg: Config | StorageConfig) -> Storage:
+        s = cfg.storage if isinstance(cfg, Config) else cfg
+        return cls(s.root, s.uri)
+
+    @property
+    def where(self) -> str:
+        """The root as users name it: the URI of an object store, else the path."""
+        return self.uri or str(self.root)
+
+    # keeping an object-store root's working copy in step ------------------------------------
+    def pull(self, *rels: str, mirror: bool = False) -> None:
+        """Download what is new under these folders (`mirror`: also drop what the store lost)."""
+        for rel in rels if self.remote else ():
+            self.remote.pull(rel, mirror=mirror)
+
+    def fetch(self, path: Path) -> Path:
+        """`path`, downloaded first when only the store has it."""
+        path = Path(path)
+        if self.remote and not path.exists() and (rel := self.remote.rel(path)) is not None:
+            self.remote.download(rel)
+        return path
+
+    def push(self, path: Path) -> None:
+        """Upload a file written in place (not through `atomic_output`), e.g. a finished segment."""
+        if self.remote:
+            self.remote.upload(path, path)
+            self.remote.stamp(path)
+
+    def delete(self, path: Path) -> None:
+        """Remove a file or folder from the store, then here."""
+        if self.remote:
+            self.remote.delete(Path(path))
+        if Path(path).is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            Path(path).unlink(missing_ok=True)
+
+    def pull_dataset(self) -> Path:
+        """Bring the working copy's dataset, manifest and snapshots up to date for reading
+        (SQL, stats, previews); returns the local root."""
+        self.pull("manifests/segments", "dataset/frames", "dataset/clips", "dataset/drops", "dataset/dups",
+                  "snapshots", mirror=True)
+        return self.root
+
+    def exists(self, path: Path) -> bool:
+        return Path(path).exists() or bool(self.remote and self.remote.exists(Path(path)))
+
+    def files(self, rel: str) -> set[str]:
+        """Keys (relative to the root) of every file under `rel`, here or in the store."""
+        if self.remote:
+            return set(self.remote.listing(rel))
+        folder = self.root / rel
+        return {p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file()} if folder.exists() else set()
 
     # raw segments -------------------------------------------------------------------------
     def channel_dir(self, platform: str, channel: str) -> Path:
@@ -105,8 +181,11 @@ class Storage:
             rel = Path("external") / path.name
         dest = self.quarantine_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        if move and path.exists():
+        if move and self.exists(path):
+            self.fetch(path)
             shutil.move(str(path), dest)
+            self.push(dest)
+            self.delete(path)
         info = {"file": str(rel), "reason": reason, "at": datetime.now(timezone.utc).isoformat()}
         atomic_write_bytes(dest.with_name(dest.name + ".reason.json"), json.dumps(info, indent=1).encode())
         return dest
@@ -114,6 +193,15 @@ class Storage:
     def free_gb(self) -> float:
         self.root.mkdir(parents=True, exist_ok=True)
         return shutil.disk_usage(self.root).free / 1e9
+
+
+def _remote_for(path: Path) -> Remote | None:
+    if not _REMOTES:
+        return None
+    for parent in Path(path).resolve().parents:
+        if parent in _REMOTES:
+            return _REMOTES[parent]
+    return None
 
 
 @contextmanager
@@ -126,10 +214,22 @@ def atomic_output(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; data must be readable like any new file
+        remote = _remote_for(path)
+        if remote:  # the store first: a file visible here is already there (remote.py)
+            remote.upload(Path(tmp), path)
         os.replace(tmp, path)
+        if remote:
+            remote.stamp(path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def push_file(path: Path) -> None:
+    """Upload a file written in place under an object-store root this process has opened."""
+    if remote := _remote_for(path):
+        remote.upload(Path(path), Path(path))
+        remote.stamp(Path(path))
 
 
 def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:

@@ -1,6 +1,8 @@
 """Shared fixtures: real footage served as live HLS on loopback, config files, a local Ray."""
 
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +19,20 @@ from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.demo import SMALL_LAYOUT, LiveHLSServer, build_demo_hls
 
 CACHE = Path(os.environ.get("S2D_CACHE", Path.home() / ".cache" / "stream2dataset"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# A local S3 (moto's server) for object-store roots. Its address is set before anything starts Ray,
+# so every Ray worker inherits it (as a cluster's nodes inherit their cloud credentials); the
+# server itself starts only when a test asks for `s3`.
+S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
+os.environ.update(AWS_ENDPOINT_URL=S3_ENDPOINT, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                  AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +64,40 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback (a process of its own: in-process it deadlocks on the GIL)."""
+    import urllib.request
+
+    port = S3_ENDPOINT.rsplit(":", 1)[1]
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _answers(urllib.request, f"{S3_ENDPOINT}/moto-api/"), 30, what="moto server")
+        yield S3_ENDPOINT
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(request, url: str) -> bool:
+    try:
+        request.urlopen(url, timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def s3(s3_server, request) -> str:
+    """A fresh bucket: returns its URI, `s3://<bucket>`."""
+    from pyarrow import fs
+
+    bucket = "t" + re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[:40].strip("-") + f"-{int(time.time() * 1000) % 10**8}"
+    fs.S3FileSystem(endpoint_override=s3_server, allow_bucket_creation=True).create_dir(bucket)
+    return f"s3://{bucket}"
 
 
 @pytest.fixture(scope="session")

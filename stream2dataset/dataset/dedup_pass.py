@@ -32,6 +32,7 @@ def links_path(storage: Storage) -> Path:
 
 def frame_hashes(storage: Storage) -> pa.Table:
     """frame_id, timestamp, kind, phash of every frame not already a duplicate within its segment."""
+    storage.pull("dataset/frames", mirror=True)
     paths = sorted(frames_dir(storage).rglob("*.parquet")) if frames_dir(storage).exists() else []
     tables = [read_shard(p, columns=COLUMNS) for p in paths]
     if not tables:

@@ -40,6 +40,7 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None) -> di
     if not NAME.match(name):
         raise UserError(f"snapshot name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
     where = check_where(where.strip()) if where and where.strip() else None
+    storage.pull_dataset()
     out = snapshots_dir(storage) / f"{name}.json"
     if out.exists():
         raise UserError(f"snapshot {name!r} exists ({out}); snapshots never change: pick another name")
@@ -68,12 +69,15 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None) -> di
 def list_snapshots(storage: Storage) -> list[dict]:
     """Every snapshot's manifest (files not checked), by name."""
     folder = snapshots_dir(storage)
+    storage.pull("snapshots", mirror=True)
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
 
 
 def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
     """The manifest of snapshot `name`, its files checked against their sha256."""
     path = snapshots_dir(storage) / f"{name}.json"
+    if NAME.match(name):
+        storage.pull(f"snapshots/{name}.json")
     if not NAME.match(name) or not path.exists():
         known = sorted(p.stem for p in snapshots_dir(storage).glob("*.json")) if snapshots_dir(storage).exists() else []
         raise UserError(f"no snapshot named {name!r} under {snapshots_dir(storage)} (known: {', '.join(known) or 'none'}); "
@@ -81,7 +85,7 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
     manifest = json.loads(path.read_text())
     for table, entries in manifest["files"].items() if verify else ():
         for e in entries:
-            f = storage.root / e["path"]
+            f = storage.fetch(storage.root / e["path"])
             if not f.exists():
                 raise UserError(f"snapshot {name!r}: {e['path']} is missing; the snapshot cannot be trained on "
                                 "(restore the file, or take a new snapshot)")

@@ -94,6 +94,7 @@ def recover_commits(storage: Storage, target_mb: float = 256, row_group_rows: in
     if _trash_dir(storage).exists():
         threading.Thread(target=empty_trash, args=(storage,), daemon=True).start()
     folder = _commits_dir(storage)
+    storage.pull(folder.relative_to(storage.root).as_posix(), mirror=True)
     paths: list[Path] = []
     for intent in sorted(folder.glob("*.json")) if folder.exists() else []:
         paths += _apply(storage, intent, target_mb, row_group_rows)
@@ -105,6 +106,8 @@ def _apply(storage: Storage, intent: Path, target_mb: float, row_group_rows: int
     batch, markers = spec["batch"], spec["markers"]
     paths: list[Path] = []
     if not all(storage.done_marker(sid).exists() for sid in markers):  # else only the clean-up is left
+        for sid in markers:  # windows staged on other nodes (object-store root)
+            storage.pull(staging_dir(storage, sid).relative_to(storage.root).as_posix(), mirror=True)
         for table, schema in TABLES.items():
             for (channel, day), parts in sorted(_staged(storage, markers, table).items()):
                 folder = storage.root / "dataset" / table / f"channel={channel}" / f"date={day}"
@@ -114,11 +117,13 @@ def _apply(storage: Storage, intent: Path, target_mb: float, row_group_rows: int
             atomic_write_bytes(storage.done_marker(sid), json.dumps(marker).encode(), sync=False)
     trash = _trash_dir(storage) / batch
     for sid in markers:  # a rename now; deleting the files waits for a background thread
+        if storage.remote:
+            storage.remote.delete(staging_dir(storage, sid))
         if staging_dir(storage, sid).exists():
             trash.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(trash / sid, ignore_errors=True)
             os.replace(staging_dir(storage, sid), trash / sid)
-    intent.unlink(missing_ok=True)
+    storage.delete(intent)
     threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True}, daemon=True).start()
     return paths
 
@@ -166,6 +171,7 @@ def read_frame_column(storage: Storage, column: str, channel: str | None = None,
                       kind: str | None = None) -> list:
     """One column of the stored frames (e.g. the source ids a channel already has)."""
     base = frames_dir(storage) / f"channel={channel}" if channel else frames_dir(storage)
+    storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
     values: list = []
     for path in sorted(base.rglob("*.parquet")) if base.exists() else []:
         table = read_shard(path, columns=[column, "kind"])

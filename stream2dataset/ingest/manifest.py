@@ -46,7 +46,9 @@ def _row_path(storage: Storage, channel: str, segment_id: str) -> Path:
 
 
 def write_segment(storage: Storage, row: dict) -> Path:
-    """Commit one segment row (atomic; rewriting the same id replaces it)."""
+    """Commit one segment row (atomic; rewriting the same id replaces it). In an object store the
+    segment's file goes up first: the row is the commit."""
+    storage.push(storage.root / row["path"])
     table = pa.Table.from_pylist([row], schema=SEGMENT_SCHEMA)
     path = _row_path(storage, row["channel"], row["segment_id"])
     with atomic_output(path) as tmp:
@@ -61,6 +63,7 @@ def has_segment(storage: Storage, channel: str, segment_id: str) -> bool:
 def read_segments(storage: Storage, channel: str | None = None) -> pa.Table:
     """All committed segment rows (of one channel), sorted by channel and start."""
     base = storage.segments_manifest / channel if channel else storage.segments_manifest
+    storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
     files = sorted(str(p) for p in base.rglob("*.parquet") if not p.name.startswith(".")) if base.exists() else []
     if not files:
         return SEGMENT_SCHEMA.empty_table()

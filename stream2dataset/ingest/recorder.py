@@ -44,7 +44,7 @@ class ChannelRecorder:
         self.config = config
         self.channel = config.channel(channel_name)
         self.settings = self.channel.settings(config.recording)
-        self.storage = Storage(config.storage.root)
+        self.storage = Storage.of(config)
         self.config_hash = self.storage.save_config(config)
         self.adapter = adapter_for(self.channel, self.settings)
         self._stop = threading.Event()
@@ -230,6 +230,7 @@ class ChannelRecorder:
     # ------------------------------------------------------------------ videos and thumbnails
     def _load_archive(self) -> set[str]:
         path = self.storage.archive_path(self.channel.name)
+        self.storage.pull(path.relative_to(self.storage.root).as_posix())  # a recorder that moved node
         return set(path.read_text().split("\n")) - {""} if path.exists() else set()
 
     def _append_archive(self, archive_id: str) -> None:
@@ -237,6 +238,7 @@ class ChannelRecorder:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as f:
             f.write(archive_id + "\n")
+        self.storage.push(path)
 
     def _fetch_loop(self, fetch_once, repeat: bool = True) -> None:
         """Videos and thumbnails modes: fetch what is new, then wait; errors back off."""

@@ -17,10 +17,11 @@ def prune_raw(storage: Storage, keep_hours: float, now: float | None = None) -> 
     """Delete raw files of processed segments whose done marker is older than `keep_hours`."""
     now = time.time() if now is None else now
     removed = []
+    storage.pull("dataset/_done")
+    present = storage.files("raw")
     for row in read_segments(storage).select(["segment_id", "path"]).to_pylist():
         marker = storage.done_marker(row["segment_id"])
-        raw = storage.root / row["path"]
-        if raw.exists() and marker.exists() and now - marker.stat().st_mtime >= keep_hours * 3600:
-            raw.unlink()
+        if row["path"] in present and marker.exists() and now - marker.stat().st_mtime >= keep_hours * 3600:
+            storage.delete(storage.root / row["path"])
             removed.append(row["segment_id"])
     return removed

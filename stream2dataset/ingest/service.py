@@ -87,7 +87,7 @@ class Supervisor:
         from ..processing.pipeline import pending_segments, process
 
         try:
-            segments = pending_segments(Storage(cfg.storage.root))
+            segments = pending_segments(Storage.of(cfg))
             self.processing["backlog"] = len(segments)  # segments waiting: shows whether processing keeps up
             if segments:
                 self.processing.update(state="running", since=time.time(), segments=len(segments))
@@ -97,10 +97,10 @@ class Supervisor:
                     from ..dataset.dedup_pass import dedup_dataset
 
                     self.processing.update(state="dedup", since=time.time())
-                    links = dedup_dataset(Storage(cfg.storage.root), cfg.dataset.dedup_radius)
+                    links = dedup_dataset(Storage.of(cfg), cfg.dataset.dedup_radius)
                     self.processing["last"] += f", {links['linked']} cross-segment duplicates"
             if cfg.retention.raw_keep_hours is not None:  # raw files may go once processed
-                removed = prune_raw(Storage(cfg.storage.root), cfg.retention.raw_keep_hours)
+                removed = prune_raw(Storage.of(cfg), cfg.retention.raw_keep_hours)
                 if removed:
                     log.info("retention: deleted %d processed raw segments", len(removed))
         except Exception as err:  # noqa: BLE001 - shown in status; the next round retries
@@ -108,7 +108,7 @@ class Supervisor:
             self.processing["error"] = f"{type(err).__name__}: {err}"
         finally:
             try:
-                self.processing["backlog"] = len(pending_segments(Storage(cfg.storage.root)))
+                self.processing["backlog"] = len(pending_segments(Storage.of(cfg)))
             except Exception:  # noqa: BLE001 - a count for status only
                 pass
             self.processing.update(state="idle", since=time.time())
@@ -169,7 +169,7 @@ class Supervisor:
         self.recorders[name] = actor_cls.options(
             name=RECORDER_PREFIX + name, lifetime="detached", max_restarts=-1, max_task_retries=-1,
             max_concurrency=8, num_cpus=cfg.ray.recorder_cpus, get_if_exists=True,
-            **_placement(self.node_id, pinned=not cfg.storage.shared),
+            **_placement(self.node_id, pinned=not cfg.storage.any_node),
         ).remote(cfg, name)
         self.fingerprints[name] = fingerprint
 

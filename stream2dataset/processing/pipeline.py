@@ -28,13 +28,21 @@ from .window import WindowProcessor, window_id
 
 
 def pending_segments(storage: Storage) -> list[dict]:
-    """Committed segments that processing has not finished."""
+    """Committed segments that processing has not finished (whose file is still there).
+
+    `key` is the file's place under the root: each processing actor finds it in its own node's
+    copy of an object-store root. Rows carry their manifest's duration and width: planning needs
+    no file then."""
+    storage.pull("dataset/_done")
+    raw = storage.files("raw") if storage.remote else None  # one listing, not a request per segment
     out = []
     for row in read_segments(storage).to_pylist():
         path = storage.root / row["path"]
-        if not storage.done_marker(row["segment_id"]).exists() and path.exists():
+        there = row["path"] in raw if raw is not None else path.exists()
+        if there and not storage.done_marker(row["segment_id"]).exists():
             out.append({"segment_id": row["segment_id"], "channel": row["channel"], "platform": row["platform"],
-                        "path": str(path), "start_ts": row["start"].timestamp(), "source_id": row["source_id"] or ""})
+                        "path": str(path), "key": row["path"], "start_ts": row["start"].timestamp(),
+                        "source_id": row["source_id"] or "", "duration_s": row["duration_s"], "width": row["width"]})
     return out
 
 
@@ -49,16 +57,18 @@ def file_segments(paths: list[Path]) -> list[dict]:
         channel = slug(root.parent.name if root.is_file() else root.name)
         for f in files:
             out.append({"segment_id": f"file.{channel}.{sha256_file(f)[:16]}", "channel": channel,
-                        "platform": "file", "path": str(f), "start_ts": f.stat().st_mtime, "source_id": f.name})
+                        "platform": "file", "path": str(f), "key": "", "start_ts": f.stat().st_mtime,
+                        "source_id": f.name, "duration_s": None, "width": None})
     return out
 
 
 def plan_windows(segments: list[dict], window_s: float) -> tuple[list[dict], dict[str, str]]:
-    """Windows of every segment; segments that cannot even be opened come back as failures."""
+    """Windows of every segment; segments that cannot even be opened come back as failures.
+    A segment from the manifest is planned from its row (its file was probed when recorded)."""
     windows, failed = [], {}
     for seg in segments:
         try:
-            info = video_info(seg["path"])
+            info = video_info(seg["path"]) if seg.get("duration_s") is None else seg
         except CorruptMedia as err:
             failed[seg["segment_id"]] = str(err)
             continue
@@ -75,8 +85,9 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
     """Run the processing job on the connected (or a new local) Ray; returns the report."""
     import ray
 
-    storage = Storage(config.storage.root)
+    storage = Storage.of(config)
     config_hash = storage.save_config(config)
+    storage.pull("dataset/_done")
     recover_commits(storage, config.dataset.shard_target_mb, config.dataset.row_group_rows)  # a killed run's batch
     segments = [s for s in segments if not storage.done_marker(s["segment_id"]).exists()]  # re-runs add nothing
     windows, failed = plan_windows(segments, config.processing.window_s)
@@ -92,7 +103,7 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
             WindowProcessor, batch_size=1, num_cpus=need, scheduling_strategy="SPREAD",  # use every node's decoders
             # Grows up to `actors` as CPUs allow: recorders may hold some of them.
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(windows))),
-            fn_constructor_kwargs={"processing": config.processing, "root": str(storage.root),
+            fn_constructor_kwargs={"processing": config.processing, "storage": config.storage,
                                    "config_hash": config_hash})
         summaries = ds.take_all()
     return _finish(storage, config.dataset, segments, windows, summaries, failed)
@@ -120,7 +131,7 @@ def _finish(storage: Storage, dataset: DatasetConfig, segments: list[dict], wind
 
     def quarantine() -> None:  # good frames are kept; the file goes where it can't be retried forever
         for seg in broken:
-            if Path(seg["path"]).exists():
+            if storage.exists(Path(seg["path"])):
                 storage.quarantine(Path(seg["path"]), errors[seg["segment_id"]], move=seg["platform"] != "file")
 
     now = datetime.now(timezone.utc).isoformat()

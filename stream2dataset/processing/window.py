@@ -9,13 +9,15 @@ after a crash redoes only unfinished windows and never duplicates rows.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 
-from ..config import ProcessingConfig
+from ..config import ProcessingConfig, StorageConfig
 from ..dataset import frame_id, stage_rows, staging_dir
 from ..errors import CorruptMedia
 from ..storage import Storage, atomic_write_bytes
@@ -46,12 +48,24 @@ def window_id(segment_id: str, index: int) -> str:
     return f"{segment_id}.w{index:04d}"
 
 
+def _drop_orphan_copies(raw: Path) -> None:
+    """Delete the private segment copies (`.<stem>.<pid><ext>`) of actors that are gone: one whose
+    segment's last window ran elsewhere keeps its copy until it moves on or exits."""
+    for path in raw.glob("*/*/*/.*") if raw.exists() else ():
+        pid = path.stem.rpartition(".")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
+            path.unlink(missing_ok=True)
+
+
 class WindowProcessor:
-    def __init__(self, processing: ProcessingConfig, root: str, config_hash: str):
+    def __init__(self, processing: ProcessingConfig, storage: StorageConfig, config_hash: str):
         from .person import PersonSegmenter
 
         self.cfg = processing
-        self.storage = Storage(root)
+        self.storage = Storage.of(storage)
+        self._fetched: Path | None = None  # a segment copied here from the store, to drop when done
+        if self.storage.remote:
+            _drop_orphan_copies(self.storage.root / "raw")
         self.config_hash = config_hash
         self.steps = parse_chain(processing.transforms)
         self.transform_names = chain_names(self.steps)
@@ -69,8 +83,8 @@ class WindowProcessor:
     def process(self, win: dict) -> dict:
         wid = window_id(win["segment_id"], int(win["window"]))
         marker = staging_dir(self.storage, win["segment_id"]) / f"{wid}.done"
-        if marker.exists():  # finished by an earlier run
-            return {"window_id": wid, "skipped": True, **json.loads(marker.read_text())}
+        if self.storage.exists(marker):  # finished by an earlier run (maybe on another node)
+            return {"window_id": wid, "skipped": True, **json.loads(self.storage.fetch(marker).read_text())}
         timings: Counter = Counter()
         drops: Counter = Counter()
         clock = time.perf_counter()
@@ -83,7 +97,7 @@ class WindowProcessor:
 
         frames, error = [], ""
         try:
-            frames.extend(sample_frames(win["path"], self.cfg.sample_fps, self.cfg.keyframes_only,
+            frames.extend(sample_frames(self._local_file(win), self.cfg.sample_fps, self.cfg.keyframes_only,
                                         self.cfg.max_side, float(win["start_s"]), float(win["end_s"]),
                                         self.cfg.decode_threads))
         except CorruptMedia as err:  # keep the good frames; the pipeline quarantines the file
@@ -123,7 +137,27 @@ class WindowProcessor:
         }
         if not error:  # a broken window is redone next time, after the file is dealt with
             atomic_write_bytes(marker, json.dumps({k: v for k, v in summary.items() if k != "skipped"}).encode())
+        if self._fetched is not None and float(win["end_s"]) >= 1e9:  # the segment's last window
+            self._fetched.unlink(missing_ok=True)
+            self._fetched = None
         return summary
+
+    def _local_file(self, win: dict) -> str:
+        """The segment's file on this node. From an object-store root, a segment recorded on
+        another node is downloaded to a hidden name of this actor's own (no other process deletes
+        it under us), kept for the segment's next window, dropped after its last one."""
+        if not win.get("key"):
+            return win["path"]  # an operator's own file (`process PATH`)
+        path = self.storage.root / win["key"]
+        if not self.storage.remote or path.exists():
+            return str(path)
+        own = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+        if self._fetched not in (None, own):
+            self._fetched.unlink(missing_ok=True)
+        if not own.exists():
+            self.storage.remote.download(win["key"], dest=own)
+        self._fetched = own
+        return str(own)
 
     def _faces_and_facecam(self, images: list[np.ndarray], lap) -> tuple[list[list[Face]], FacecamEstimate]:
         """Faces per frame, and the window's facecam.

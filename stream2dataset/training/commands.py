@@ -56,7 +56,7 @@ def train(kind: Annotated[Kind, typer.Argument(help="diffusion (images) or tempo
     cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
-        folder = run_training(Storage(cfg.storage.root), kind.value, snapshot, cfg.training, run=run, resume=resume,
+        folder = run_training(Storage.of(cfg), kind.value, snapshot, cfg.training, run=run, resume=resume,
                               overrides=overrides, progress=progress)
     console.print(f"run {folder.name}: checkpoints, metrics.csv, tb/ and samples/ under {folder}")
 
@@ -80,7 +80,7 @@ def sample_diffusion(run: Annotated[str, typer.Option(help="the training run")],
 
     cfg = load_config(config)
     with console.status("sampling..."):
-        result = run_sample(Storage(cfg.storage.root), run, n=n, out=out, seed=seed, steps=steps,
+        result = run_sample(Storage.of(cfg), run, n=n, out=out, seed=seed, steps=steps,
                             interpolate=interpolate, memorisation=memorisation)
     console.print(f"{n} samples at step {result['step']}: {result['grid']}")
     if result.get("video"):
@@ -112,7 +112,7 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
 
     cfg = load_config(config)
     with console.status("generating video..."):
-        result = run_sample(Storage(cfg.storage.root), run, seconds=seconds, fps=fps, seed_clip=seed_clip, out=out, seed=seed)
+        result = run_sample(Storage.of(cfg), run, seconds=seconds, fps=fps, seed_clip=seed_clip, out=out, seed=seed)
     console.print(f"{result['frames']} frames at {fps:g} fps continuing clip {result['seed_clip']} "
                   f"(step {result['step']}): {result['video']}")
     console.print(format_report(result["fluency"]))
@@ -122,16 +122,16 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
 def runs(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """List the training runs: kind, snapshot, newest checkpoint, last loss."""
     from ..storage import Storage
-    from .runs import checkpoints, read_metrics, read_run_info, runs_dir
+    from .runs import checkpoint_steps, pull_run, read_metrics, read_run_info
 
-    root = runs_dir(Storage(load_config(config).storage.root))
+    storage = Storage.of(load_config(config))
+    names = sorted({key.split("/")[1] for key in storage.files("runs") if key.endswith("/run.json")})
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("run", "kind", "snapshot", "created (UTC)", "checkpoint step", "last loss"):
         table.add_column(col)
-    for folder in sorted(root.iterdir()) if root.exists() else []:
-        if not (folder / "run.json").exists():
-            continue
-        info, ckpts, metrics = read_run_info(folder), checkpoints(folder), read_metrics(folder)
-        table.add_row(folder.name, info["kind"], info["snapshot"]["name"], info["created"][:19],
-                      str(ckpts[-1][0]) if ckpts else "-", f"{metrics[-1]['loss']:.4f}" if metrics else "-")
+    for name in names:
+        folder = pull_run(storage, name)
+        info, steps, metrics = read_run_info(folder), checkpoint_steps(storage, name), read_metrics(folder)
+        table.add_row(name, info["kind"], info["snapshot"]["name"], info["created"][:19],
+                      str(steps[-1]) if steps else "-", f"{metrics[-1]['loss']:.4f}" if metrics else "-")
     console.print(table)

@@ -109,12 +109,16 @@ def snapshot_dataset(storage: Storage, snapshot: str, kind: str, settings, train
     manifest = load_snapshot(storage, snapshot, verify=False)
     files = [str(storage.root / e["path"]) for e in manifest["files"].get(table, [])]
     info = SnapshotData(snapshot, manifest["created"], len(keep), int(items), item_bytes, channels, files)
+    # Read tasks run on any node: an object-store root is read from the store, not this node's copy.
+    where = {"filesystem": storage.remote.fs} if storage.remote else {}
+    if storage.remote:
+        files = [storage.remote.key(e["path"]) for e in manifest["files"].get(table, [])]
     loader = dict(compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, training.workers * 2)),
                   num_cpus=training.loader_cpus, batch_format="numpy")
     if kind == "diffusion":
-        ds = ray.data.read_parquet(files).select_columns(["frame_id", "channel", "image"]).map_batches(
+        ds = ray.data.read_parquet(files, **where).select_columns(["frame_id", "channel", "image"]).map_batches(
             DecodeFrames, fn_constructor_kwargs=dict(keep=keep, channels=channels, size=settings.resolution), **loader)
     else:
-        ds = ray.data.read_parquet(files).select_columns(["clip_id", "frames"]).map_batches(
+        ds = ray.data.read_parquet(files, **where).select_columns(["clip_id", "frames"]).map_batches(
             DecodeWindows, fn_constructor_kwargs=dict(keep=keep, size=settings.resolution, context=settings.context), **loader)
     return ds, info

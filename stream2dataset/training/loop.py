@@ -84,8 +84,11 @@ def train_loop(run: dict) -> None:
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     log = None
     if rank == 0:
+        from ..storage import Storage
         from .runs import MetricsLog
 
+        if run["storage"]["uri"]:  # an object-store root: what rank 0 writes goes up (remote.py)
+            Storage(**run["storage"]).pull(f"runs/{folder.name}/metrics.csv")
         log = MetricsLog(folder, step, task.loss_parts)
         (folder / "samples").mkdir(exist_ok=True)
         log.event("restored" if checkpoint else "started", step=step, workers=world, device=str(device), nodes=nodes)

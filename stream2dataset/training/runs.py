@@ -25,8 +25,9 @@ import yaml
 
 from ..config import TrainingConfig
 from ..errors import UserError
-from ..storage import Storage, atomic_write_bytes
+from ..storage import Storage, atomic_write_bytes, push_file
 
+PUSH_EVERY_S = 2.0
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHECKPOINT = re.compile(r"^checkpoint-(\d{7,})$")
 
@@ -39,6 +40,27 @@ def run_dir(storage: Storage, name: str) -> Path:
     if not RUN_NAME.match(name):
         raise UserError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
     return runs_dir(storage) / name
+
+
+SMALL_FILES = ("run.json", "config.yaml", "metrics.csv", "events.jsonl")
+
+
+def pull_run(storage: Storage, name: str, newest_state: bool = False) -> Path:
+    """Bring run `name`'s files into this node's copy of an object-store root: the small ones, and
+    with `newest_state` the newest checkpoint (Ray Train writes them to the store); its folder."""
+    folder = run_dir(storage, name)
+    if storage.remote:
+        storage.pull(*(f"runs/{name}/{f}" for f in SMALL_FILES))
+        if newest_state and (steps := checkpoint_steps(storage, name)):
+            storage.pull(f"runs/{name}/checkpoint-{steps[-1]:07d}")
+    return folder
+
+
+def checkpoint_steps(storage: Storage, name: str) -> list[int]:
+    """Steps of run `name`'s complete checkpoints, oldest first (here, or in the store)."""
+    found = {int(m.group(1)) for key in storage.files(f"runs/{name}")
+             if (parts := key.split("/"))[-1] == "state.pt" and (m := CHECKPOINT.match(parts[-2]))}
+    return sorted(found)
 
 
 def new_run_name(kind: str, snapshot: str) -> str:
@@ -98,6 +120,7 @@ class MetricsLog:
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = folder / "metrics.csv"
+        self.pushed = 0.0
         self.fields = self.FIELDS + [f for f in extra if f not in self.FIELDS]
         kept = []
         if self.path.exists():
@@ -115,17 +138,22 @@ class MetricsLog:
         line = json.dumps({"event": name, "time": datetime.now(timezone.utc).isoformat(), **fields})
         with (self.path.parent / "events.jsonl").open("a") as f:
             f.write(line + "\n")
+        push_file(self.path.parent / "events.jsonl")
 
     def write(self, row: dict) -> None:
         row = {**row, "elapsed_s": round(time.monotonic() - self.started, 2)}
         self.csv.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
         self.file.flush()
+        if time.monotonic() - self.pushed > PUSH_EVERY_S:  # appended in place: uploaded now and then
+            push_file(self.path)
+            self.pushed = time.monotonic()
         for k, v in row.items():
             if k not in ("step", "epoch") and isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, row["step"])
 
     def close(self) -> None:
         self.file.close()
+        push_file(self.path)
         self.tb.close()
 
 

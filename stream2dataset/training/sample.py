@@ -17,7 +17,7 @@ from ..dataset.snapshots import open_snapshot
 from ..errors import UserError
 from ..storage import Storage
 from .data import decode_image
-from .runs import load_state, read_run_info, run_dir
+from .runs import load_state, pull_run, read_run_info
 from .tensors import to_uint8, to_unit
 
 
@@ -25,7 +25,7 @@ def _load(storage: Storage, run: str, kind: str):
     """(run folder, run info, training config, EMA network in eval mode, checkpoint step)."""
     from .tasks import TASKS
 
-    folder = run_dir(storage, run)
+    folder = pull_run(storage, run, newest_state=True)
     info = read_run_info(folder)
     if info["kind"] != kind:
         raise UserError(f"run {run!r} trained the {info['kind']} model: use `sample {info['kind']}`")

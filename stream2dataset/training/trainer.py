@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import TrainingConfig
 from ..errors import UserError
 from ..storage import Storage
-from .runs import new_run_name, read_metrics, read_run_config, read_run_info, run_dir, runs_dir, write_run_info
+from .runs import new_run_name, pull_run, read_metrics, read_run_config, read_run_info, run_dir, runs_dir, write_run_info
 
 # A snapshot whose decoded items fit in this many bytes is decoded once and kept in Ray's object
 # store; a larger one streams through the decode actors every epoch.
@@ -31,7 +31,7 @@ def resolve_run(storage: Storage, kind: str, snapshot: str | None, run: str | No
     if resume:
         if not run:
             raise UserError("--resume needs --run NAME (the run to continue; `stream2dataset runs` lists them)")
-        folder = run_dir(storage, run)
+        folder = pull_run(storage, run)
         info = read_run_info(folder)
         if info["kind"] != kind:
             raise UserError(f"run {run!r} trains the {info['kind']} model, not {kind}")
@@ -42,7 +42,7 @@ def resolve_run(storage: Storage, kind: str, snapshot: str | None, run: str | No
     if not snapshot:
         raise UserError("--snapshot NAME is required (`stream2dataset snapshots` lists them)")
     folder = run_dir(storage, run or new_run_name(kind, snapshot))
-    if folder.exists():
+    if folder.exists() or storage.exists(folder / "run.json"):
         raise UserError(f"run {folder.name!r} exists ({folder}); continue it with --resume or pick another --run")
     return folder, snapshot, apply_overrides(training, overrides)
 
@@ -96,18 +96,18 @@ def train(storage: Storage, kind: str, snapshot: str | None, training: TrainingC
     snap = {"name": info.name, "created": info.created, "rows": info.rows, "channels": info.channels}
     write_run_info(folder, kind, snap, cfg)
     run_spec = {"kind": kind, "training": cfg.model_dump(mode="json"), "run_dir": str(folder), "snapshot": snap,
-                "batch_size": batch_size}
+                "batch_size": batch_size, "storage": {"root": str(storage.root), "uri": storage.uri}}
     gpus = cfg.gpus_per_worker
     trainer = TorchTrainer(
         _train_loop, train_loop_config=run_spec, datasets={"train": dataset},
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=gpus > 0,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": gpus} if gpus else {})}),
         torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
-        run_config=RunConfig(name=folder.name, storage_path=str(runs_dir(storage)),
+        run_config=RunConfig(name=folder.name, **_run_storage(storage),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=3)))
     stop = threading.Event()
-    watcher = threading.Thread(target=_follow, args=(folder, cfg.steps, progress, stop), daemon=True)
+    watcher = threading.Thread(target=_follow, args=(storage, folder, cfg.steps, progress, stop), daemon=True)
     if progress is not None:
         watcher.start()
     try:
@@ -118,7 +118,16 @@ def train(storage: Storage, kind: str, snapshot: str | None, training: TrainingC
             watcher.join()
     if result.error:
         raise result.error
+    pull_run(storage, folder.name)
     return folder
+
+
+def _run_storage(storage: Storage) -> dict:
+    """Where Ray Train keeps the checkpoints: the runs folder, in the object store if the root is one
+    (workers on other nodes write there; the local runs folder is then a copy, `pull`ed to read)."""
+    if storage.remote:
+        return {"storage_path": storage.remote.key("runs"), "storage_filesystem": storage.remote.fs}
+    return {"storage_path": str(runs_dir(storage))}
 
 
 def _train_loop(run: dict) -> None:
@@ -127,10 +136,11 @@ def _train_loop(run: dict) -> None:
     train_loop(run)
 
 
-def _follow(folder: Path, steps: int, progress, stop: threading.Event) -> None:
+def _follow(storage: Storage, folder: Path, steps: int, progress, stop: threading.Event) -> None:
     """Move the driver's progress bar as rank 0 appends to metrics.csv."""
     task = progress.add_task(f"training {folder.name}", total=steps)
     while not stop.wait(1.0):
+        storage.pull(f"runs/{folder.name}/metrics.csv")
         rows = read_metrics(folder)
         if rows:
             last = rows[-1]

@@ -104,3 +104,24 @@ def test_the_service_survives_a_killed_up_and_a_lost_head(footage, tmp_path):
     before = r["before"]["shards"]
     assert before and all(r["shards"].get(path) == digest for path, digest in before.items())  # kept as they were
     assert len(r["shards"]) > len(before)
+
+
+def test_an_s3_root_is_all_two_nodes_share(footage, tmp_path, s3):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    segs = sorted(footage.glob("seg*.ts"))
+    whole = b"".join(p.read_bytes() for p in segs)
+    for i in range(4):  # four 8 s streamer segments, four 2-s windows each: enough work for both nodes
+        (videos / f"part{i}.ts").write_bytes(whole)
+    result = tmp_path / "result.json"
+    out = run_script("tests.cluster.multinode_s3", videos, tmp_path, s3, result, timeout=290)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(result.read_text())
+    assert r["windows"] == 16 and len(r["nodes"]) == 2, r["nodes"]  # both workers decoded from the bucket
+    assert r["quarantined"] == 0 and len(r["reference_ids"]) >= 100
+    assert r["s3_ids"] == r["reference_ids"]  # the same rows as a local root
+    assert r["again"] == 0  # the markers are in the bucket: nothing is processed twice
+    assert len(r["copies"]) == 3  # the head's and each worker's own working copy
+    # Segments come down only as an actor's private copy, dropped after their last window (an actor
+    # that ran only an earlier window keeps its one copy until it moves on: one per actor at most).
+    assert all(name.startswith(".") for name in r["raw_left"]) and len(r["raw_left"]) <= 4, r["raw_left"]
