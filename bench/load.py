@@ -380,7 +380,7 @@ def report(console: Console, args, run: dict, rows: list[dict], lost: int, unrec
     add("backlog trend, 2nd half", f"{back_slope:+.1f} segments/min (ingest {ingest:.0f}/min)", "≈ 0: keeps up")
     add("processing busy (share of samples)", f"{busy:.0%}", "")
     add("processing errors seen in status", "; ".join(errors) or "none", "none")
-    add("`down` (recorders are stopped one by one)", f"{run['down_s']:.1f} s", "")
+    add("`down` (all recorders stopped at once)", f"{run['down_s']:.1f} s", "")
     drained_media = sum(by_id[s]["duration_s"] for s, at in done_at.items() if at > run["w1"])
     add("drain after `down` (all CPUs, no recording)", f"{run['drained']} of {run['left']} pending in {run['drain_s']:.0f} s: "
         f"{drained_media / max(run['drain_s'], 1e-9):.1f}× real time", f"{args.streams}× to keep up")

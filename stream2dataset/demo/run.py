@@ -135,7 +135,7 @@ def _dataset_steps(cfg, workdir: Path, console: Console) -> None:
     from ..dataset.stats import dataset_stats, plot_stats, preview_sheet
     from ..storage import Storage
 
-    storage = Storage(cfg.storage.root)
+    storage = Storage.of(cfg)
     links = dedup_dataset(storage, cfg.dataset.dedup_radius)
     console.print(f"dedup across segments: {links['linked']} of {links['frames']} frames linked as near-duplicates "
                   f"(radius {links['radius']})  [stream2dataset dedup]")
