@@ -26,7 +26,9 @@ def test_an_s3_root_becomes_a_working_copy_under_the_cache(tmp_path):
     cfg = parse_config({"storage": {"root": "s3://bucket/datasets/a/", "cache": "cache/{node}"}}, base_dir=tmp_path)
     assert cfg.storage.uri == "s3://bucket/datasets/a" and cfg.storage.any_node
     assert cfg.storage.root.parent == tmp_path / "cache" / "{node}"
-    assert Storage.of(cfg).root == (tmp_path / "cache" / "local" / cfg.storage.root.name)  # no Ray here
+    root = Storage.of(cfg).root  # {node}: the Ray node id in a Ray process, else "local"
+    assert root.parent.parent == tmp_path / "cache" and "{" not in root.parent.name
+    assert root.name == cfg.storage.root.name
 
 
 @pytest.mark.parametrize("root,field", [("ftp://host/x", "unknown scheme 'ftp'"), ("s3://", "give a bucket"),
