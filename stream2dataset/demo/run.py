@@ -90,12 +90,13 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
                 final = service.down()
             console.print(status_table({"channels": final, "config": "stopped"}))
 
-            root = workdir / "data"
-            storage = Storage(root)
+            cfg = load_config(config_path)
+            storage = Storage.of(cfg)
+            root = storage.root
             rows = read_segments(storage).to_pylist()
             for row in rows:  # the promise of the manifest: every listed segment decodes
                 probe(root / row["path"])
-            console.print(segments_table(root))
+            console.print(segments_table(cfg))
             console.print(f"{len(rows)} segments recorded, each verified to decode; files under {root / 'raw'}")
             if rows:
                 sheet = contact_sheet([root / r["path"] for r in rows], workdir / "recorded-segments.png")
