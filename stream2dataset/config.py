@@ -128,6 +128,22 @@ class Channel(_Model):
         return RecordingSettings(**{**defaults.model_dump(), **overrides})
 
 
+def _checked_uri(uri: str) -> str:
+    """An object-store root URI, normalised; ValueError (one line) for anything else."""
+    scheme, _, rest = uri.partition("://")
+    if scheme not in URI_SCHEMES:
+        raise ValueError(f"root {uri!r}: unknown scheme {scheme!r}; use a path or one of "
+                         f"{', '.join(s + '://' for s in URI_SCHEMES)}")
+    rest = rest.rstrip("/")
+    if "@" in rest.split("/")[0]:  # the config is copied next to every output: no secrets in it
+        raise ValueError(f"root {scheme}://…@…: credentials do not go in the config; set them in the "
+                         "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)")
+    if not rest or ".." in rest.split("/") or "?" in rest:
+        raise ValueError(f"root {scheme + '://' + rest!r}: give a bucket and an optional prefix, e.g. s3://bucket/datasets/a "
+                         "(options such as the endpoint come from the environment: AWS_ENDPOINT_URL)")
+    return f"{scheme}://{rest}"
+
+
 class StorageConfig(_Model):
     root: Path = Field(Path("s2d-data"), description="storage root: a path (relative paths are relative to the config "
                                                      "file), or an object-store URI such as s3://bucket/prefix (any "
@@ -144,21 +160,12 @@ class StorageConfig(_Model):
     def _split_uri(cls, data: Any) -> Any:
         """`root: s3://bucket/prefix` -> uri = that, root = <cache>/<bucket-prefix>-<hash>."""
         if isinstance(data, dict) and isinstance(data.get("root"), str) and URI_RE.match(data["root"]):
-            uri = data["root"]
-            scheme, _, rest = uri.partition("://")
-            if scheme not in URI_SCHEMES:
-                raise ValueError(f"root {uri!r}: unknown scheme {scheme!r}; use a path or one of "
-                                 f"{', '.join(s + '://' for s in URI_SCHEMES)}")
-            rest = rest.rstrip("/")
-            uri = f"{scheme}://{rest}"
-            if "@" in rest.split("/")[0]:  # the config is copied next to every output: no secrets in it
-                raise ValueError(f"root {scheme}://…@…: credentials do not go in the config; set them in the "
-                                 "environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...)")
-            if not rest or ".." in rest.split("/") or "?" in rest:
-                raise ValueError(f"root {uri!r}: give a bucket and an optional prefix, e.g. s3://bucket/datasets/a "
-                                 "(options such as the endpoint come from the environment: AWS_ENDPOINT_URL)")
+            uri = _checked_uri(data["root"])
+            rest = uri.partition("://")[2]
             name = re.sub(r"[^A-Za-z0-9_.-]", "-", rest)[:48] + "-" + hashlib.sha256(uri.encode()).hexdigest()[:8]
             data = {**data, "uri": uri, "root": str(Path(str(data.get("cache") or "~/.cache/stream2dataset")) / name)}
+        elif isinstance(data, dict) and isinstance(data.get("uri"), str):  # written out, as in a dumped config
+            data = {**data, "uri": _checked_uri(data["uri"])}
         return data
 
     @property

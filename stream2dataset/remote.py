@@ -68,6 +68,11 @@ class Remote:
                 out.write(chunk)
         self.fs.move(tmp, final)
 
+    def push(self, path: Path) -> None:
+        """Upload a local file written in place as its own object, and stamp it."""
+        self.upload(path, path)
+        self.stamp(path)
+
     def stamp(self, path: Path) -> None:
         """Give a local file its object's modification time, so `pull` sees it as current."""
         rel = self.rel(path)

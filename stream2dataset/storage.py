@@ -90,8 +90,7 @@ class Storage:
     def push(self, path: Path) -> None:
         """Upload a file written in place (not through `atomic_output`), e.g. a finished segment."""
         if self.remote:
-            self.remote.upload(path, path)
-            self.remote.stamp(path)
+            self.remote.push(Path(path))
 
     def delete(self, path: Path) -> None:
         """Remove a file or folder from the store, then here."""
@@ -228,8 +227,7 @@ def atomic_output(path: Path) -> Iterator[Path]:
 def push_file(path: Path) -> None:
     """Upload a file written in place under an object-store root this process has opened."""
     if remote := _remote_for(path):
-        remote.upload(Path(path), Path(path))
-        remote.stamp(Path(path))
+        remote.push(Path(path))
 
 
 def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:

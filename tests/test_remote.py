@@ -118,3 +118,11 @@ def test_quarantine_moves_the_object_too(s3, tmp_path):
     assert "raw/hls/cam/d/bad.ts" not in keys and keys["quarantine/raw/hls/cam/d/bad.ts"] == b"junk"
     assert json.loads(keys["quarantine/raw/hls/cam/d/bad.ts.reason.json"])["reason"] == "does not decode"
     assert pq  # (parquet round trips are covered end to end in test_object_store_root)
+
+
+def test_a_uri_written_out_is_checked_too_and_never_echoed():
+    from stream2dataset.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="credentials do not go in the config") as err:
+        parse_config({"storage": {"root": "/tmp/x", "uri": "s3://AKIA:secret@b/x"}})
+    assert "secret" not in str(err.value)
