@@ -32,7 +32,8 @@ UNSAFE_SOURCE_CHARS = set(";|&$`<>\"'\\\n\r\t\0 ") | {chr(c) for c in range(32)}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: YAML's `true` is not the number 1, nor "10" the number 10; finite: `.inf` is no size.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class RecordingSettings(_Model):
@@ -145,15 +146,22 @@ def _checked_uri(uri: str) -> str:
 
 
 class StorageConfig(_Model):
-    root: Path = Field(Path("s2d-data"), description="storage root: a path (relative paths are relative to the config "
+    root: Path = Field(Path("s2d-data"), strict=False, description="storage root: a path (relative paths are relative to the config "
                                                      "file), or an object-store URI such as s3://bucket/prefix (any "
                                                      "pyarrow filesystem); with a URI this becomes the node's working copy")
     uri: str | None = Field(None, description="the object store holding the data, when `root` was given as a URI "
                                               "(set from it; every node reads and writes through it)")
-    cache: Path = Field(Path("~/.cache/stream2dataset"), description="object-store roots only: where each node keeps "
+    cache: Path = Field(Path("~/.cache/stream2dataset"), strict=False, description="object-store roots only: where each node keeps "
                                                                      "its working copy ({node}: the Ray node id)")
     shared: bool = Field(False, description="every Ray node mounts the root at the same path (NFS...): "
                                             "recorders may then run on any node, else on the node of `up`")
+
+    @field_validator("root", "cache", mode="before")
+    @classmethod
+    def _a_path(cls, v: Any) -> Any:
+        if not isinstance(v, (str, Path)) or not str(v).strip():  # "" would silently mean the config's folder
+            raise ValueError("give a folder path, e.g. s2d-data, or an object-store URI such as s3://bucket/prefix")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -242,6 +250,8 @@ class DatasetConfig(_Model):
     row_group_rows: int = Field(2048, ge=16, le=1_000_000, description="rows per Parquet row group")
     dedup_radius: int = Field(4, ge=0, le=16, description="frames across segments within this pHash distance are near-duplicates")
     dedup_auto: bool = Field(True, description="while `up` runs, dedup across segments after each processing pass")
+    sql_timeout_s: float = Field(60.0, gt=0, le=86400, description="`sql`, `stats` and `preview` queries running longer "
+                                                                   "are interrupted")
 
 
 class DiffusionSettings(_Model):
@@ -346,7 +356,7 @@ class Config(_Model):
             if ch.name == name:
                 return ch
         known = ", ".join(c.name or "" for c in self.channels) or "none"
-        raise ConfigError(f"no channel named {name!r} in the config (known: {known})")
+        raise ConfigError(f"no channel named {shorten(repr(name))} in the config (known: {shorten(known)})")
 
 
 def config_hash(model: BaseModel) -> str:
@@ -361,6 +371,11 @@ def channel_fingerprint(cfg: Config, channel: Channel) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def shorten(text: str, limit: int = 80) -> str:
+    """A value as an error message shows it: at most `limit` characters."""
+    return text if len(text) <= limit else f"{text[:limit - 20]}…({len(text):,} chars)"
+
+
 def format_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: `file: field.path: message (got VALUE)`."""
     lines = []
@@ -370,7 +385,7 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; `stream2dataset init` writes every field)"
         got = e.get("input")
-        shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {got!r})"
+        shown = "" if isinstance(got, (dict, list)) or e["type"] == "missing" else f" (got {shorten(repr(got))})"
         lines.append(f"{source}: {path or '<top>'}: {msg}{shown}")
     return "\n".join(lines)
 
@@ -393,16 +408,97 @@ def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = No
     return cfg
 
 
+# A config is a page of settings: anything far bigger or deeper is a mistake or an attack.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_VALUES = 100_000  # after YAML aliases are expanded ("billion laughs")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                line = key_node.start_mark.line + 1
+                raise ConfigError(f"line {line}: key {shorten(repr(key))} is given twice; keep one")
+            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key_node))
+        return super().construct_mapping(node, deep)
+
+
+# YAML 1.1 reads `1e-4` (no dot) as text; with strict numbers that would be refused, so read it
+# as YAML 1.2 and every other tool does: a float.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """A YAML value as configs read it (duplicate keys refused, `1e-4` a float)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    ascii_as_utf16 = max(raw[0::2].count(0), raw[1::2].count(0)) > len(raw) // 4  # no BOM: every other byte NUL
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or ascii_as_utf16:
+        raise ConfigError(f"{path}: the file is UTF-16 text; save it as UTF-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}; a binary file?); "
+                          "a config is YAML saved as UTF-8") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: line {text.count(chr(10), 0, text.index(chr(0))) + 1}: a NUL byte; remove it")
+    return text
+
+
+def _check_values(data: Any, path: Path) -> None:
+    """No NUL in any string (paths and names break on it), bounded depth and size."""
+    stack, count = [(data, 0, "")], 0
+    while stack:
+        value, depth, where = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{path}: more than {MAX_VALUES:,} values (YAML aliases expanding?); simplify the file")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{path}: {where or '<top>'}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+            stack.extend((k, depth + 1, where) for k in value)
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, str) and "\0" in value:
+            raise ConfigError(f"{path}: {where or '<top>'}: a NUL character in a value; remove it")
+
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found; create one with `stream2dataset init {path}`")
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; is this the config file?")
+    text = _decode(raw, path)
+    try:
+        data = load_yaml(text)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except (ValueError, OverflowError) as err:  # e.g. an integer of 100,000 digits
+        raise ConfigError(f"{path}: a value YAML cannot read ({shorten(str(err))})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested deeper than {MAX_DEPTH} levels; is this the config file?") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(f"{path}:{where}: not valid YAML ({shorten(str(getattr(err, 'problem', None) or err))})") from None
+    _check_values(data, path)
     return parse_config(data, str(path), base_dir=path.resolve().parent)
 
 

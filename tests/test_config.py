@@ -118,3 +118,54 @@ def test_cli_init_check_and_one_line_error(tmp_path):
     assert bad.stderr.strip() == ("error: stream2dataset.yaml: recording.segment_seconds: "
                                   "Input should be greater than 0 (got -1)")
     assert "Traceback" not in bad.stderr
+
+
+# Malformed files: one line each, naming the file and the fix; never a traceback (issue 13, item 7).
+@pytest.mark.parametrize("content, expected", [
+    (bytes(range(256)) * 4, "not UTF-8 text"),
+    ("recording:\n  segment_seconds: 10\n".encode("utf-16"), "UTF-16 text; save it as UTF-8"),
+    (b"recording:\n  quality: best\x00\n", "line 2: a NUL byte"),
+    (b'storage:\n  root: "data\\0/x"\n', "storage.root: a NUL character"),
+    (b"channels: " + b"[" * 100_000, "nested deeper than"),
+    (b"channels: " + b"[" * 40 + b"]" * 40, "nested deeper than 32 levels"),
+    (b"recording:\n  segment_seconds: 10\n  segment_seconds: 20\n", "line 3: key 'segment_seconds' is given twice"),
+    (b"a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+     b"c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+     b"e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n", "more than 100,000 values"),
+    (b"recording:\n  segment_seconds: true\n", "recording.segment_seconds: Input should be a valid number (got True)"),
+    (b"recording:\n  min_free_gb: .inf\n", "recording.min_free_gb: Input should be a finite number"),
+    (b"processing:\n  sample_fps: .nan\n", "processing.sample_fps: Input should be a finite number"),
+    (b"processing:\n  auto: 1\n", "processing.auto: Input should be a valid boolean"),
+    (b'storage:\n  root: ""\n', "storage.root: give a folder path"),
+    (b"recording:\n  segment_seconds: " + b"9" * 100_000 + b"\n", "a value YAML cannot read (Exceeds the limit"),
+    (b"channels:\n  - source: x\n    platform: " + b"y" * 100_000 + b"\n", "platform: Input should be 'twitch'"),
+])
+def test_malformed_config_files_give_one_line(tmp_path, content, expected):
+    path = tmp_path / "s2d.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    msg = str(exc.value)
+    assert expected in msg and str(path) in msg
+    assert "\n" not in msg and len(msg) < 300  # long values are cut, not echoed whole
+
+
+def test_merge_keys_may_override_and_a_huge_file_is_refused(tmp_path):
+    path = tmp_path / "s2d.yaml"
+    path.write_text("x: &d {segment_seconds: 5, quality: best}\n"
+                    "recording:\n  <<: *d\n  segment_seconds: 7\n".replace("x: &d", "channels: []\n_d: &d"))
+    with pytest.raises(ConfigError, match="_d: unknown field"):  # the anchor's holder is still a field
+        load_config(path)
+    path.write_text("defaults: &d {segment_seconds: 5}\n".replace("defaults", "recording") +
+                    "processing: {auto: false}\n")
+    assert load_config(path).recording.segment_seconds == 5
+    path.write_bytes(b"# " + b"x" * (2 << 20))
+    with pytest.raises(ConfigError, match="larger than 1 MB"):
+        load_config(path)
+
+
+def test_cli_malformed_config_is_one_line_exit_2(tmp_path):
+    Path(tmp_path, "stream2dataset.yaml").write_bytes(b"channels: " + b"[" * 100_000)
+    bad = cli("check", cwd=tmp_path)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.splitlines()) == 1 and "nested deeper" in bad.stderr

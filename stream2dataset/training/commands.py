@@ -24,12 +24,17 @@ class Kind(str, Enum):
 def _parse_set(items: list[str]) -> dict:
     import yaml
 
+    from ..config import load_yaml
+
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
             raise UserError(f"--set {item!r}: use KEY=VALUE, e.g. --set diffusion.resolution=128")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = load_yaml(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: the value is not valid YAML; quote text, e.g. --set key='a: b'") from None
     return out
 
 
