@@ -17,6 +17,7 @@ import click
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .config import DEFAULT_CONFIG_NAME, load_config
@@ -248,22 +249,33 @@ def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos o
     from .storage import Storage
 
     cfg = load_config(config)
-    segments = file_segments(paths) if paths else pending_segments(Storage.of(cfg))
+    skipped: list[tuple[str, str]] = []
+    segments = file_segments(paths, skipped) if paths else pending_segments(Storage.of(cfg))
+    for path, why in skipped:
+        console.print(f"[yellow]skipped[/yellow] {escape(path)}: {escape(why)}")
     cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
-    console.print(report_table(run_pipeline(cfg, segments), f"processed into {Storage.of(cfg).where}/dataset"))
+    table = report_table(run_pipeline(cfg, segments), f"processed into {Storage.of(cfg).where}/dataset")
+    if skipped:
+        table.add_row("[yellow]skipped[/yellow]", f"{len(skipped)} paths that are not readable video files (above)")
+    console.print(table)
 
 
 @app.command()
 def render(src: Path, dst: Path,
            transforms: Annotated[str, typer.Option(help="e.g. 'silhouette, one_color(color=white), contrast(gain=1.8)'")],
            inline: Annotated[bool, typer.Option(help="run on this process instead of Ray")] = False,
-           address: AddressOpt = None) -> None:
+           address: AddressOpt = None,
+           config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="S2D_CONFIG", help=(
+               "config file (optional: its storage root's raw/ and dataset/ are refused as outputs)"))] = None) -> None:
     """Re-render a video frame by frame through a transform chain, keeping its audio."""
-    from .processing.render import FrameChain
+    from .processing.render import FrameChain, check_output
     from .processing.render import render as render_video
 
     if not src.is_file():
         raise UserError(f"{src}: no such video file")
+    config = config or (Path(DEFAULT_CONFIG_NAME) if Path(DEFAULT_CONFIG_NAME).exists() else None)
+    root = load_config(config).storage.root if config else None
+    check_output(src, dst, [root / "raw", root / "dataset"] if root else [])
     try:
         chain = FrameChain(transforms)
     except ValueError as err:
@@ -337,8 +349,6 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g.
 
 
 def _stats_tables(st: dict) -> list[Table]:
-    from rich.markup import escape
-
     def pct(r: dict) -> str:
         return f"{r['duplicates']:,} ({100 * r['duplicate_rate']:.1f}%)"
 
@@ -456,16 +466,40 @@ def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
 from .training import commands as _training_commands  # noqa: E402,F401  (registers the commands)
 
 
+# typer raises the exceptions of its own copy of click (typer._click), not the click package's.
+try:
+    from typer._click import exceptions as _typer_click
+except ImportError:  # an older typer that uses click itself
+    _typer_click = click.exceptions
+_CLICK_ERRORS = (click.ClickException, _typer_click.ClickException)
+_ABORTS = (click.exceptions.Abort, typer.Abort, KeyboardInterrupt)
+
+
+def usage_error_line(err: Exception) -> str:
+    """A click usage error as one line: what is wrong, then where the right usage is shown."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx else "stream2dataset"
+    msg = " ".join(err.format_message().replace("Value error, ", "").split()).rstrip(".")
+    option = getattr(err, "option_name", None)
+    if ctx is not None and ctx.parent is None and option:  # `stream2dataset -c x sql ...`
+        return f"{msg}: options go after the command, e.g. `stream2dataset sql {option} ...`"
+    return f"{msg}; see `{command} --help`"
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        app(prog_name="stream2dataset", standalone_mode=False)
     except UserError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as err:
-        err.show()
-        sys.exit(err.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _CLICK_ERRORS as err:
+        if isinstance(err, (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError)):
+            print(err.ctx.get_help(), file=sys.stderr)
+        else:
+            print(f"error: {usage_error_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except _ABORTS:
+        print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -10,8 +10,11 @@ the reason.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
+import stat
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,20 +49,59 @@ def pending_segments(storage: Storage) -> list[dict]:
     return out
 
 
-def file_segments(paths: list[Path]) -> list[dict]:
-    """Local videos as segments of a `file` channel named after their folder; ids from content."""
-    out = []
+def _unreadable(path: Path) -> str | None:
+    """Why `path` is not a readable regular file (a dangling link, a loop, a folder...), or None."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "not a regular file (a folder or a device)"
+        with open(path, "rb"):
+            return None
+    except OSError as err:
+        return (err.strerror or str(err)).lower() + (" (a dangling symlink)" if path.is_symlink() and
+                                                     err.errno == errno.ENOENT else "")
+
+
+def find_videos(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
+    """The readable video files of `root` (a file, or a folder walked without following folder
+    links); everything else that looks like a video is added to `skipped` as (path, reason)."""
+    if not root.is_dir():
+        return [root] if not (why := _unreadable(root)) else skipped.append((str(root), why)) or []
+    found = []
+    for folder, dirs, names in os.walk(root, onerror=lambda err: skipped.append((str(err.filename), err.strerror))):
+        dirs.sort()
+        for name in sorted(names + [d for d in dirs if Path(d).suffix.lower() in VIDEO_EXTS]):
+            path = Path(folder) / name
+            if path.suffix.lower() not in VIDEO_EXTS:
+                continue
+            if why := _unreadable(path):
+                if not path.is_dir() or path.is_symlink():  # a real folder named x.mp4 is walked
+                    skipped.append((str(path), why))
+            else:
+                found.append(path)
+    return found
+
+
+def file_segments(paths: list[Path], skipped: list[tuple[str, str]] | None = None) -> list[dict]:
+    """Local videos as segments of a `file` channel named after their folder; ids from content.
+    What is not a readable video file is listed in `skipped` (path, reason) and left out."""
+    skipped = [] if skipped is None else skipped
+    out: dict[str, dict] = {}
     for root in paths:
-        root = Path(root).expanduser().resolve()
+        root = Path(os.path.realpath(Path(root).expanduser()))  # never raises, even on a link loop
         if not root.exists():
             raise UserError(f"{root}: no such file or folder")
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS)
-        channel = slug(root.parent.name if root.is_file() else root.name)
-        for f in files:
-            out.append({"segment_id": f"file.{channel}.{sha256_file(f)[:16]}", "channel": channel,
-                        "platform": "file", "path": str(f), "key": "", "start_ts": f.stat().st_mtime,
-                        "source_id": f.name, "duration_s": None, "width": None})
-    return out
+        channel = slug(root.name if root.is_dir() else root.parent.name)
+        for f in find_videos(root, skipped):
+            try:
+                seg_id = f"file.{channel}.{sha256_file(f)[:16]}"
+                start = f.stat().st_mtime
+            except OSError as err:  # gone or unreadable since the walk
+                skipped.append((str(f), err.strerror or str(err)))
+                continue
+            out.setdefault(seg_id, {"segment_id": seg_id, "channel": channel, "platform": "file", "path": str(f),
+                                    "key": "", "start_ts": start, "source_id": f.name, "duration_s": None,
+                                    "width": None})  # the same content twice (a link) is one segment
+    return list(out.values())
 
 
 def plan_windows(segments: list[dict], window_s: float) -> tuple[list[dict], dict[str, str]]:

@@ -12,6 +12,7 @@ window of chunks is in flight, so memory stays flat whatever the video's length.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from fractions import Fraction
@@ -21,16 +22,31 @@ from typing import Any, Callable, Iterable, Iterator
 import av
 import numpy as np
 
-from ..errors import CorruptMedia
+from ..errors import CorruptMedia, UserError
 from ..storage import atomic_output
 from .decode import MEDIA_ERRORS, open_video
 
-__all__ = ["render"]
+__all__ = ["check_output", "render"]
 
 FrameFn = Callable[[np.ndarray], np.ndarray]
 Chunk = tuple[list[np.ndarray], list[int]]  # RGB frames and their source pts
 _STORE_SHARE = 0.5  # of Ray's object store, for chunks in flight (inputs and results)
 _BT709 = 1  # AVCOL_SPC_BT709; anything else is treated as BT.601 (SMPTE 170M = 6)
+
+
+def check_output(src: str | Path, dst: str | Path, protected: Iterable[Path] = ()) -> None:
+    """Refuse an output that would replace the input (the same path, a hard link or a symlink to
+    it) or land inside one of the `protected` folders (the storage root's raw/ and dataset/)."""
+    src, dst = Path(src), Path(dst)
+    target = dst.resolve()  # symlinks followed, also a dangling one
+    if target == src.resolve() or (dst.exists() and src.exists() and os.path.samefile(src, dst)):
+        raise UserError(f"{dst}: that is the input video itself (or a link to it); write the output to another file")
+    if target.is_dir():
+        raise UserError(f"{dst}: is a folder; give the output a file name, e.g. {dst / (src.stem + '-render.mp4')}")
+    for folder in protected:
+        if target.is_relative_to(folder.resolve()):
+            raise UserError(f"{dst}: inside the storage root's {folder.name}/ folder, which stream2dataset owns; "
+                            "write the output elsewhere")
 
 
 def render(src: str | Path, dst: str | Path, frame_fn: FrameFn, *, chunk_frames: int = 256,
@@ -49,6 +65,7 @@ def render(src: str | Path, dst: str | Path, frame_fn: FrameFn, *, chunk_frames:
     """
     if chunk_frames < 1:
         raise ValueError("chunk_frames must be >= 1")
+    check_output(src, dst)
     started = time.perf_counter()
     inp, v = open_video(src)
     with inp:
