@@ -5,13 +5,17 @@ file per segment. A segment starts on a video keyframe, is written as `<final>.p
 renamed to `<final>` only once it is closed and `probe` says it decodes, so a reader never sees a
 half file (DESIGN.md, "Conventions"). A `.part` left by a killed process is recovered by `salvage`.
 
+Live media misbehaves: damaged bytes, timestamp jumps, a new encoder with other PIDs or tracks,
+replays of what was recorded already. None of it ends a run: each ends the segment it hits (kept
+whole, `salvaged` or quarantined, never deleted) and recording goes on at the next keyframe.
+
 The loop does no decoding and only a few attribute reads per packet: it runs for every channel
 around the clock.
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -23,8 +27,10 @@ import av
 
 from ..errors import CorruptMedia, StreamError
 from ..storage import PART_SUFFIX, atomic_output, sha256_file
+from .memory import CommitMemory, Mark
+from .transport import TransportReader
 
-__all__ = ["MediaInfo", "CutSegment", "Segmenter", "probe", "salvage", "sha256_file"]
+__all__ = ["MediaInfo", "CutSegment", "Segmenter", "keyframe_marks", "probe", "salvage", "sha256_file"]
 
 JUMP_S = 10.0  # a forward dts step larger than this is a discontinuity (HLS loop, ad break)
 CUT_SLACK_S = 1e-3  # a keyframe this close to the target length still cuts (29.97 fps rounding)
@@ -34,6 +40,8 @@ _MAX_FED = 300  # no frame after this many packets from a keyframe: not decodabl
 _MUXERS = {".ts": "mpegts", ".mp4": "mp4", ".mkv": "matroska", ".webm": "webm"}
 # What bad media raises inside PyAV: FFmpeg errors subclass these builtins (EOFError for EOF).
 _MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+MAX_DEMUX_ERRORS = 50  # in a row, without a good packet: the stream is not MPEG-TS any more
+_NEXT_PROGRAM = "next program"  # a container ended where a new program begins
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,9 @@ class CutSegment:
     info: MediaInfo
     bytes: int
     sha256: str
+    status: str = "ok"  # or "salvaged": the whole packets before damage
+    marks: tuple[Mark, ...] = ()  # its video keyframes
+    media_sequence: int | None = None  # HLS media sequence of its last packet, when known
 
 
 def _decodes(ctx: av.CodecContext, pkt: av.Packet | None) -> bool:
@@ -196,66 +207,85 @@ def salvage(part: Path, dest: Path) -> MediaInfo | None:
         return None
 
 
-class _Readable(io.RawIOBase):
-    """PyAV wants a readable() file object; streamlink's stream only has read(n) and close()."""
+def keyframe_marks(path: Path) -> list[Mark]:
+    """The marks of a file's video keyframes (media sequence unknown): what recovery remembers."""
+    with av.open(str(path)) as c:
+        if not c.streams.video:
+            return []
+        return [_mark(pkt, pkt.pts if pkt.pts is not None else pkt.dts, None)
+                for pkt in c.demux(c.streams.video[0]) if pkt.size and pkt.is_keyframe]
 
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
 
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+def _mark(pkt: av.Packet, pts: int, sequence: int | None) -> Mark:
+    return Mark(f"{pts}:{hashlib.blake2b(pkt, digest_size=8).hexdigest()}", sequence)
 
 
 class Segmenter:
     """Cuts one stream into segment files; one instance per channel, `run` once per connection.
 
-    `segments`, `bytes_written` and `current_path` are live counters other threads may read.
+    `segments`, `bytes_written`, `replayed`, `faults` and `current_path` are live counters other
+    threads may read. With a `memory`, GOPs whose keyframe it has seen are skipped, not recorded
+    again.
     """
 
     def __init__(self, path_for: Callable[[datetime], Path], segment_seconds: float,
                  on_segment: Callable[[CutSegment], None],
-                 on_corrupt: Callable[[Path, str], None] | None = None):
+                 on_corrupt: Callable[[Path, str], None] | None = None,
+                 memory: CommitMemory | None = None):
         if segment_seconds <= 0:
             raise ValueError("segment_seconds must be > 0")
         self.path_for = path_for
         self.segment_seconds = segment_seconds
         self.on_segment = on_segment
         self.on_corrupt = on_corrupt
+        self.memory = memory
         self.segments = 0
         self.bytes_written = 0
         self.dropped = 0  # packets the muxer refused (repeated or broken timestamps)
+        self.replayed = 0  # GOPs (or whole segments) skipped because they were committed before
+        self.faults = 0  # demux/mux errors and program changes survived
         self.current_path: Path | None = None  # final path of the segment being written
         self._out: av.container.OutputContainer | None = None
         self._omap: dict[int, av.stream.Stream] = {}
         self._part: Path | None = None
         self._start: datetime | None = None
+        self._marks: list[Mark] = []  # keyframes of the open segment
+        self._muxed = 0  # packets written to the open segment
+        self._last_pos = -1  # stream offset of the open segment's newest packet
+        self._sequence_at: Callable[[int], int | None] | None = None
 
     def run(self, stream: BinaryIO, stop: threading.Event, finish: threading.Event | None = None) -> str:
         """Record until stopped ("stopped"), the disk guard's `finish` ("finished") or EOF ("ended").
 
         A read error raises StreamError after committing the open segment. Closing `stream` from
         another thread after setting `stop` unblocks a pending read and counts as a clean stop.
+        Bad media never ends the run: it ends the segment it hit, and recording goes on after it.
+        `stream.sequence_at(offset)`, when there, gives the HLS media sequence of a byte.
         """
         finish = finish or threading.Event()
+        src = TransportReader(stream)
+        self._sequence_at = getattr(stream, "sequence_at", None)
         try:
-            inp = av.open(_Readable(stream), mode="r", format="mpegts", options=_INPUT_OPTIONS)
+            while (outcome := self._record(src, stop, finish)) == _NEXT_PROGRAM:
+                pass
+            return outcome
+        finally:
+            self._commit()  # after an unexpected error: the open segment is kept, never deleted
+
+    def _record(self, src: TransportReader, stop: threading.Event, finish: threading.Event) -> str:
+        try:
+            inp = av.open(src, mode="r", format="mpegts", options=_INPUT_OPTIONS)
         except _MEDIA_ERRORS as e:
             if stop.is_set():
                 return "stopped"
             raise StreamError(f"stream dropped: {e}") from e
         try:
-            return self._record(inp, stop, finish)
+            return self._demux(inp, src, stop, finish)
         finally:
-            self._discard()  # only after an unexpected error: never leave a .part behind
-            inp.close()
+            inp.close()  # the reader stays open: the next program is read from it
 
-    def _record(self, inp: av.container.InputContainer, stop: threading.Event,
-                finish: threading.Event) -> str:
+    def _demux(self, inp: av.container.InputContainer, src: TransportReader, stop: threading.Event,
+               finish: threading.Event) -> str:
         if not inp.streams.video:
             raise StreamError("stream has no video")
         v = inp.streams.video[0]
@@ -266,17 +296,35 @@ class Segmenter:
         cut = (self.segment_seconds - CUT_SLACK_S) / v.time_base
         last: dict[int, int] = {}  # per stream, the last dts written to the open segment
         seg_start = 0  # pts of the open segment's first keyframe
+        errors = 0  # demux errors since the last good packet
         packets = inp.demux(*streams)
         while True:
             try:
                 pkt = next(packets)
             except StopIteration:
                 break
+            except (IndexError, KeyError):
+                # Streams PyAV does not know appeared (a program change the reader did not see):
+                # a fresh container from here on.
+                self._commit()
+                self.faults += 1
+                src.restart_here()
+                return _NEXT_PROGRAM
             except _MEDIA_ERRORS as e:
                 self._commit()
                 if stop.is_set():
                     return "stopped"  # the caller closed the stream to unblock a read
-                raise StreamError(f"stream dropped: {e}") from e
+                if src.error is not None or not isinstance(e, av.FFmpegError):
+                    raise StreamError(f"stream dropped: {e}") from e
+                # Bad bytes inside the stream: the segment they hit ends, the demuxer resyncs.
+                self.faults += 1
+                errors += 1
+                if errors > MAX_DEMUX_ERRORS:
+                    raise StreamError(f"stream dropped: {errors} demux errors in a row: {e}") from e
+                last = {}
+                packets = inp.demux(*streams)
+                continue
+            errors = 0
             if stop.is_set():
                 break
             ts = pkt.dts
@@ -300,6 +348,14 @@ class Segmenter:
                 return "finished"  # nothing open to complete
             if i == vi and pkt.is_keyframe:
                 pts = ts if pkt.pts is None else pkt.pts
+                mark = self._keyframe_mark(pkt, pts, src)
+                if self.memory is not None and self.memory.seen(mark):
+                    # Committed before (a reconnect's replay, a stalled playlist): skip this GOP.
+                    self._commit()
+                    self.replayed += 1
+                    if finish.is_set():
+                        return "finished"
+                    continue
                 if self._out is not None and pts - seg_start >= cut:
                     self._commit()
                     if finish.is_set():
@@ -307,16 +363,37 @@ class Segmenter:
                 if self._out is None:
                     self._open(streams)
                     seg_start, last = pts, {}
+                self._marks.append(mark)
             elif self._out is None:
                 continue  # before the first keyframe: undecodable
             last[i] = ts
+            pos = pkt.pos  # read before muxing, which resets it
             pkt.stream = self._omap[i]
             try:
                 self._out.mux(pkt)
             except ValueError:
                 self.dropped += 1  # timestamps the muxer refuses: lose the packet, not the file
+                continue
+            except _MEDIA_ERRORS:
+                self._commit()  # the muxer failed: keep what it wrote, start again at a keyframe
+                self.faults += 1
+                continue
+            self._muxed += 1
+            if pos is not None and pos >= 0:
+                self._last_pos = src.base + pos
         self._commit()
+        if src.at_change and not stop.is_set():
+            # A new program (another encoder: new PIDs or track count) starts here: its streams
+            # need a container of their own.
+            self.faults += 1
+            src.next_program()
+            return _NEXT_PROGRAM
         return "stopped" if stop.is_set() else "ended"
+
+    def _keyframe_mark(self, pkt: av.Packet, pts: int, src: TransportReader) -> Mark:
+        pos = pkt.pos
+        seq = self._sequence_at(src.base + pos) if self._sequence_at and pos is not None and pos >= 0 else None
+        return _mark(pkt, pts, seq)
 
     def _open(self, streams: list[av.stream.Stream]) -> None:
         self._start = datetime.now(timezone.utc)
@@ -329,43 +406,50 @@ class Segmenter:
                             container_options={"max_interleave_delta": "1000000", "flush_packets": "1"})
         # opaque=True copies the decoder's parameters: no encoder for the codec is needed.
         self._omap = {s.index: self._out.add_stream_from_template(s, opaque=True) for s in streams}
+        self._marks, self._muxed, self._last_pos = [], 0, -1
         self.current_path = final
 
     def _commit(self) -> None:
-        """Close the open segment; publish it if it decodes, else hand it to on_corrupt."""
-        out, part, final, start = self._out, self._part, self.current_path, self._start
+        """Close the open segment and publish it if it decodes; if not, publish what is whole of it
+        (`salvaged`), or hand it to on_corrupt. A segment without a packet is no segment."""
+        out, part, final, start, marks = self._out, self._part, self.current_path, self._start, self._marks
         if out is None:
             return
         self._out, self.current_path = None, None
         end = datetime.now(timezone.utc)
         try:
             out.close()
+        except _MEDIA_ERRORS:
+            pass  # the probe below tells what the file holds
+        if not self._muxed:
+            part.unlink(missing_ok=True)
+            return
+        status = "ok"
+        try:
             info = probe(part)
         except CorruptMedia as e:
-            try:
-                if self.on_corrupt is not None:
-                    self.on_corrupt(part, str(e))  # the caller quarantines it
-            finally:
-                part.unlink(missing_ok=True)
-            return
-        except BaseException:
+            info = salvage(part, final)  # the whole packets before the damage
+            if info is None:
+                try:
+                    if self.on_corrupt is not None:
+                        self.on_corrupt(part, str(e))  # the caller quarantines it
+                finally:
+                    part.unlink(missing_ok=True)
+                return
             part.unlink(missing_ok=True)
-            raise
+            status, part = "salvaged", final
+            kept = {m.key for m in keyframe_marks(final)}
+            marks = [m for m in marks if m.key in kept]
         with open(part, "rb") as f:
             os.fsync(f.fileno())  # durable before it becomes visible
         size, digest = part.stat().st_size, sha256_file(part)
-        os.replace(part, final)
+        if self.memory is not None and self.memory.has_hash(digest):
+            part.unlink(missing_ok=True)  # these very bytes are committed already
+            self.replayed += 1
+            return
+        if part != final:
+            os.replace(part, final)
         self.segments += 1
         self.bytes_written += size
-        self.on_segment(CutSegment(final, start, end, info, size, digest))
-
-    def _discard(self) -> None:
-        out, part = self._out, self._part
-        if out is None:
-            return
-        self._out, self.current_path = None, None
-        try:
-            out.close()
-        except _MEDIA_ERRORS:
-            pass
-        part.unlink(missing_ok=True)
+        seq = self._sequence_at(self._last_pos) if self._sequence_at and self._last_pos >= 0 else None
+        self.on_segment(CutSegment(final, start, end, info, size, digest, status, tuple(marks), seq))
