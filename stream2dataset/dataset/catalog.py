@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import Collection
 
 import duckdb
 import pyarrow as pa
@@ -23,11 +24,14 @@ import pyarrow.types as pat
 
 from ..errors import UserError
 from ..storage import atomic_output
+from . import sqlcheck
 from .clips import CLIP_SCHEMA
+from .sandbox import DEFAULT_TIMEOUT_S, check_links, connect, lock_down, time_limit
 from .schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
+from .sqlcheck import check_query, one_line
 
-__all__ = ["CATALOG_NAME", "GLOBS", "VIEWS", "SchemaVersionError", "check_query", "check_where", "open_catalog",
-           "query", "run_query", "tables_with_files", "view_sql", "write_catalog"]
+__all__ = ["CATALOG_NAME", "DEFAULT_TIMEOUT_S", "GLOBS", "VIEWS", "SchemaVersionError", "check_query", "check_where",
+           "open_catalog", "query", "run_query", "tables_with_files", "view_sql", "write_catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -228,17 +232,20 @@ def check_schema_versions(con: duckdb.DuckDBPyConnection, root: Path, present: s
 def open_catalog(root: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection whose views (VIEWS) read the shards under `root`.
 
-    read_only=True sandboxes it: only files under the root can be read, and settings are locked,
-    so COPY, ATTACH, INSTALL and paths elsewhere are refused. read_only=False leaves file access
+    read_only=True sandboxes it (sandbox.py): only files under the root can be read, and settings
+    are locked, so COPY, ATTACH, INSTALL and paths elsewhere are refused; a root holding a symbolic
+    link that SQL could leave it through is refused (UnsafeLink). read_only=False leaves file access
     open (for library code that copies rows out); the catalog file itself is never opened for
     writing either way. Works while other processes write shards. Raises SchemaVersionError.
     """
     root = Path(root).resolve()
     if not root.is_dir():
         raise UserError(f"{root}: storage root not found; record or process something first, or check --config")
+    if read_only:
+        check_links(root)
     present = tables_with_files(root)
     sql = view_sql(root, present)
-    con = duckdb.connect()
+    con = connect()
     # union_by_name reads every footer when a query binds a view, and the scan would read them
     # again; this connection's own cache (checked against file times) saves the second read.
     con.execute("SET parquet_metadata_cache = true")
@@ -248,99 +255,50 @@ def open_catalog(root: str | Path, read_only: bool = True) -> duckdb.DuckDBPyCon
     con.execute("SET TimeZone = 'UTC'")  # days are UTC days, like the date= folders
     check_schema_versions(con, root, present)
     if read_only:
-        con.execute("SET allowed_directories = [?]", [f"{root}/"])
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        lock_down(con, root)
     return con
 
 
 # Read-only queries ------------------------------------------------------------------------------
-# The parser decides what a statement is; the sandbox above is the second line of defence.
 
-_QUERY_TYPES = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}  # SELECT covers WITH, FROM,
-# VALUES, DESCRIBE, SHOW and SUMMARIZE. PRAGMAs that only show things are allowed by name:
-_SHOW_PRAGMAS = {"table_info", "show", "show_tables", "show_tables_expanded", "database_size", "version",
-                 "platform", "functions", "collations"}
-_READ_ONLY_HINT = "the sql command is read-only: use SELECT, WITH, FROM, DESCRIBE, SHOW, SUMMARIZE or EXPLAIN"
+def check_where(where: str, tables: Collection[str] = tuple(VIEWS), what: str = "--where") -> str:
+    """`where` if it is one condition for `WHERE (...)` whose subqueries read only `tables`
+    (the catalog's views by default); else a one-line UserError (sqlcheck.check_where)."""
+    return sqlcheck.check_where(where, tables, what)
 
 
-def _one_line(err: Exception) -> str:
-    """DuckDB's message without its `LINE 1: ... ^^^` context, on one line."""
-    lines = []
-    for line in str(err).splitlines():
-        if line.startswith("LINE "):
-            break
-        lines.append(line.strip())
-    return " ".join(x for x in lines if x)
-
-
-def check_query(sql: str) -> str:
-    """The single read-only statement in `sql`, or a UserError saying why it is refused."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error as err:
-        raise UserError(f"SQL: {_one_line(err)}") from None
-    if len(statements) != 1:
-        raise UserError("SQL: give exactly one statement" + (" (no `;` between several)" if statements else ""))
-    st = statements[0]
-    text = st.query.strip().rstrip(";").strip()
-    if st.type == duckdb.StatementType.PRAGMA:
-        name = text.split(None, 1)[1].split("(")[0].strip().lower() if " " in text else ""
-        if name not in _SHOW_PRAGMAS:
-            raise UserError(f"SQL: PRAGMA {name or '?'} is refused; {_READ_ONLY_HINT}")
-    elif st.type not in _QUERY_TYPES:
-        raise UserError(f"SQL: {st.type.name} statements are refused; {_READ_ONLY_HINT}")
-    return text
-
-
-def check_where(where: str) -> str:
-    """A condition to place in `WHERE (...)`: balanced parentheses, no `;`, no comments, so it
-    cannot close the parenthesis and append to (or end) the SELECT around it."""
-    depth, tokens = 0, duckdb.tokenize(where)
-    ends = [pos for pos, _ in tokens[1:]] + [len(where)]
-    for (pos, kind), end in zip(tokens, ends):
-        text = where[pos:end]
-        if kind == duckdb.token_type.comment:
-            raise UserError("--where: comments are not allowed")
-        if kind == duckdb.token_type.operator:
-            if ";" in text:
-                raise UserError("--where: `;` is not allowed (give one condition)")
-            for ch in text:
-                depth += {"(": 1, ")": -1}.get(ch, 0)
-                if depth < 0:
-                    raise UserError("--where: unbalanced `)`")
-    if depth:
-        raise UserError("--where: unbalanced `(`")
-    return where
-
-
-def run_query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None) -> pa.Table:
-    """Run one checked read-only statement; at most `limit` rows (None: all). Errors a user can fix
-    (syntax, unknown column, refused file access) become one-line UserErrors."""
+def run_query(con: duckdb.DuckDBPyConnection, sql: str, limit: int | None = None,
+              timeout_s: float | None = DEFAULT_TIMEOUT_S) -> pa.Table:
+    """Run one checked read-only statement; at most `limit` rows (None: all), stopped after
+    `timeout_s` seconds or on Ctrl-C. Errors a user can fix (syntax, unknown column, refused file
+    access, the time limit) become one-line UserErrors."""
     sql = check_query(sql)
-    try:
-        reader = con.sql(sql).to_arrow_reader(min(limit or 65536, 65536))
-        batches, rows = [], 0
-        for batch in reader:
-            batches.append(batch)
-            rows += batch.num_rows
-            if limit is not None and rows >= limit:
-                break
-        table = pa.Table.from_batches(batches, reader.schema)
-    except (duckdb.InternalException, duckdb.FatalException):
-        raise
-    except duckdb.PermissionException as err:
-        raise UserError(f"SQL: {_one_line(err)} (only files under the storage root can be read)") from None
-    except duckdb.Error as err:
-        raise UserError(f"SQL: {_one_line(err)}") from None
+    with time_limit(con, timeout_s, "SQL: the query"):
+        try:
+            reader = con.sql(sql).to_arrow_reader(min(limit or 65536, 65536))
+            batches, rows = [], 0
+            for batch in reader:
+                batches.append(batch)
+                rows += batch.num_rows
+                if limit is not None and rows >= limit:
+                    break
+            table = pa.Table.from_batches(batches, reader.schema)
+        except (duckdb.InternalException, duckdb.FatalException, duckdb.InterruptException):
+            raise
+        except duckdb.PermissionException as err:
+            raise UserError(f"SQL: {one_line(err)} (only files under the storage root can be read)") from None
+        except duckdb.Error as err:
+            raise UserError(f"SQL: {one_line(err)}") from None
     return table if limit is None else table.slice(0, limit)
 
 
-def query(root: str | Path, sql: str, limit: int | None = None) -> tuple[pa.Table, bool]:
-    """Run one read-only statement on the catalog of `root`: (at most `limit` rows, whether more exist)."""
+def query(root: str | Path, sql: str, limit: int | None = None,
+          timeout_s: float | None = DEFAULT_TIMEOUT_S) -> tuple[pa.Table, bool]:
+    """Run one read-only statement on the catalog of `root`: (at most `limit` rows, whether more exist).
+    `timeout_s`: the time limit (dataset.sql_timeout_s); None for none."""
     check_query(sql)  # refuse before touching the storage root
     with open_catalog(root) as con:
-        table = run_query(con, sql, None if limit is None else limit + 1)
+        table = run_query(con, sql, None if limit is None else limit + 1, timeout_s)
     if limit is not None and table.num_rows > limit:
         return table.slice(0, limit), True
     return table, False

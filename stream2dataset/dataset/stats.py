@@ -23,6 +23,7 @@ import pyarrow as pa
 from ..errors import UserError
 from ..storage import atomic_output
 from .catalog import check_where, open_catalog, run_query
+from .sandbox import DEFAULT_TIMEOUT_S, time_limit
 
 __all__ = ["SEGMENTS_CACHE", "cell_text", "dataset_stats", "plot_stats", "preview_sheet", "rows", "rows_csv",
            "rows_json", "segment_cache"]
@@ -134,16 +135,17 @@ def _dataset_bytes(root: Path) -> dict[tuple[str, str], int]:
     return sizes
 
 
-def dataset_stats(root: str | Path) -> dict:
+def dataset_stats(root: str | Path, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict:
     """Per channel and per (channel, day): hours recorded, segments, frames kept, duplicates, drops
     by reason, clips, raw and dataset bytes; plus the totals.
 
     Days are UTC days of each row's own time: a segment's (and its drops') start, a frame's
     timestamp, a clip's start; dataset bytes go by the shard's date folder (the segment's start).
+    The queries stop after `timeout_s` seconds in all (dataset.sql_timeout_s; None: never).
     """
     root = Path(root).resolve()
     days: dict[tuple[str, str], dict] = defaultdict(_empty)
-    with open_catalog(root) as con:
+    with open_catalog(root) as con, time_limit(con, timeout_s, "stats"):
         cache = segment_cache(root, con)
         for name, sql in _QUERIES.items():
             if name == "segments":  # the cache when there is one, else the view (reads every file)
@@ -207,11 +209,12 @@ def plot_stats(stats: dict, out: str | Path) -> Path:
 
 
 def preview_sheet(root: str | Path, where: str | None, out: str | Path, n: int = 64, include_dups: bool = False,
-                  columns: int = 8, width: int = 160) -> tuple[Path, int]:
+                  columns: int = 8, width: int = 160, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> tuple[Path, int]:
     """A contact sheet (PNG) of the first `n` frames matching `where`, by time; returns (path, count).
 
     `where` is a SQL condition on the frames view (frames_all with include_dups), checked and run
-    in the read-only sandbox: it cannot end the SELECT it is placed in.
+    in the read-only sandbox: it cannot end the SELECT it is placed in. The query stops after
+    `timeout_s` seconds (dataset.sql_timeout_s; None: never).
     """
     import av
 
@@ -222,7 +225,7 @@ def preview_sheet(root: str | Path, where: str | None, out: str | Path, n: int =
     # DuckDB's top-N reads the image column only for the rows it keeps (late materialization).
     sql = f"SELECT frame_id, image FROM {view} {cond}\nORDER BY timestamp, frame_id LIMIT {int(n)}"
     with open_catalog(root) as con:
-        found = run_query(con, sql).to_pylist()
+        found = run_query(con, sql, timeout_s=timeout_s).to_pylist()
     if not found:
         raise UserError(f"no frames match {where!r} in {view}" if where else f"{view} has no frames yet")
     images = []
