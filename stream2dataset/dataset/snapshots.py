@@ -2,9 +2,11 @@
 
 `snapshots/<name>.json` lists the exact shard files (frames, clips, the dedup links copied
 beside it as `<name>.dups.parquet`, since the next dedup pass rewrites the live one), each with
-its sha256, bytes and rows, plus the filter. The filter selects frames; clips come along for the
-segments those frames are from. Opening a snapshot re-hashes its files and refuses one that
-changed or went missing, so a run always trains on what was pinned.
+its sha256, bytes and rows, plus the filter. The filter selects frames (one condition on a frame's
+own columns: it is applied again to the pinned files alone); clips come along for the segments those
+frames are from. Opening a snapshot re-hashes its files and refuses one that changed or went
+missing, so a run always trains on what was pinned; a snapshot file that is not one (truncated,
+edited, a filter that is not one condition, a path out of the root) is refused by name.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from ..storage import Storage, atomic_output, atomic_write_bytes, sha256_file
 from .catalog import GLOBS, check_where, open_catalog
+from .sandbox import DEFAULT_TIMEOUT_S, connect, lock_down, time_limit
 from .schema import SCHEMA_VERSION
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -35,22 +38,28 @@ def _entry(storage: Storage, path: Path) -> dict:
             "bytes": path.stat().st_size, "rows": pq.read_metadata(path).num_rows}
 
 
-def create_snapshot(storage: Storage, name: str, where: str | None = None) -> dict:
-    """Freeze the current shards (and the filter) as snapshot `name`; returns its manifest."""
+class BrokenSnapshot(UserError):
+    """A snapshot file that is not a snapshot (truncated, edited by hand, from a bad copy)."""
+
+
+def create_snapshot(storage: Storage, name: str, where: str | None = None,
+                    timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict:
+    """Freeze the current shards (and the filter) as snapshot `name`; returns its manifest.
+    Counting the filter's frames stops after `timeout_s` seconds (dataset.sql_timeout_s)."""
     if not NAME.match(name):
         raise UserError(f"snapshot name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
-    where = check_where(where.strip()) if where and where.strip() else None
+    where = check_where(where.strip(), tables=()) if where and where.strip() else None
     storage.pull_dataset()
     out = snapshots_dir(storage) / f"{name}.json"
     if out.exists():
         raise UserError(f"snapshot {name!r} exists ({out}); snapshots never change: pick another name")
-    con = open_catalog(storage.root)
-    try:
-        frames = con.execute(f"SELECT count(*) FROM frames WHERE {where or 'true'}").fetchall()[0][0]
-    except duckdb.Error as err:
-        raise UserError(f"--where {where!r}: {str(err).splitlines()[0]}") from None
-    finally:
-        con.close()
+    with open_catalog(storage.root) as con, time_limit(con, timeout_s, "--where"):
+        try:
+            frames = con.execute(f"SELECT count(*) FROM frames WHERE ({where or 'true'})").fetchall()[0][0]
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as err:
+            raise UserError(f"--where {where!r}: {str(err).splitlines()[0]}") from None
     if not frames:
         raise UserError(f"snapshot {name!r}: no frames{' match ' + repr(where) if where else ''}; nothing to freeze")
     files = {table: [_entry(storage, p) for p in sorted(storage.root.glob(GLOBS[table]))] for table in ("frames", "clips")}
@@ -66,11 +75,64 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None) -> di
     return manifest
 
 
+def _shape_error(m) -> str | None:
+    """What makes `m` not a snapshot manifest (as create_snapshot writes them), or None."""
+    if not isinstance(m, dict):
+        return f"not a snapshot (a JSON {type(m).__name__}, not an object)"
+    for key, types in (("name", str), ("created", str), ("where", (str, type(None))), ("frames", int),
+                       ("files", dict)):
+        if not isinstance(m.get(key), types) or isinstance(m.get(key), bool):
+            return f"not a snapshot (`{key}` is missing or not a {getattr(types, '__name__', 'string or null')})"
+    for table, entries in m["files"].items():
+        if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("sha256"), str)
+                and isinstance(e.get("bytes"), int) and isinstance(e.get("rows"), int) for e in entries):
+            return f"not a snapshot (`files.{table}` is not a list of path, sha256, bytes and rows)"
+    return None
+
+
+def _inside(root: Path, rel: str) -> bool:
+    path = (root / rel).resolve()
+    return not Path(rel).is_absolute() and (path == root or root in path.parents)
+
+
+def _read_manifest(storage: Storage, path: Path) -> dict:
+    """The manifest in `path`, checked; a BrokenSnapshot naming the file and the fix otherwise."""
+    def broken(why: str) -> BrokenSnapshot:
+        return BrokenSnapshot(f"{path}: {why}; the snapshot is broken: delete it or restore it from a copy")
+
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError as err:
+        raise broken(f"cannot be read ({err.strerror})") from None
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise broken(f"not JSON ({str(err).splitlines()[0]})") from None
+    if why := _shape_error(manifest):
+        raise broken(why)
+    for entries in manifest["files"].values():
+        for e in entries:
+            if not _inside(storage.root, e["path"]):
+                raise broken(f"file {e['path']!r} lies outside the storage root")
+    if manifest["where"] is not None:
+        try:  # an older stream2dataset let a filter be more than one condition
+            check_where(manifest["where"], tables=(), what="filter")
+        except UserError as err:
+            raise broken(str(err)) from None
+    return manifest
+
+
 def list_snapshots(storage: Storage) -> list[dict]:
-    """Every snapshot's manifest (files not checked), by name."""
+    """Every snapshot's manifest (files not checked), by name; a broken snapshot file is listed as
+    `{"name", "path", "error"}` (one line) among the others."""
     folder = snapshots_dir(storage)
     storage.pull("snapshots", mirror=True)
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.exists() else []
+    listed = []
+    for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+        try:
+            listed.append(_read_manifest(storage, path))
+        except BrokenSnapshot as err:
+            listed.append({"name": path.stem, "path": str(path), "error": str(err)})
+    return listed
 
 
 def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
@@ -82,7 +144,7 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
         known = sorted(p.stem for p in snapshots_dir(storage).glob("*.json")) if snapshots_dir(storage).exists() else []
         raise UserError(f"no snapshot named {name!r} under {snapshots_dir(storage)} (known: {', '.join(known) or 'none'}); "
                         "make one with `stream2dataset snapshot NAME`")
-    manifest = json.loads(path.read_text())
+    manifest = _read_manifest(storage, path)
     for table, entries in manifest["files"].items() if verify else ():
         for e in entries:
             f = storage.fetch(storage.root / e["path"])
@@ -97,24 +159,28 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
 
 def open_snapshot(storage: Storage, name: str) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with views `frames_all`, `frames` and `clips` over exactly the
-    snapshot's files, filter applied (frames: unique only; clips: of the selected segments)."""
+    snapshot's files, filter applied (frames: unique only; clips: of the selected segments).
+    It reads only files under the root (the filter was checked to be one condition, this is the
+    second line of defence)."""
     manifest = load_snapshot(storage, name)
-    con = duckdb.connect()
+    con = connect()
     con.execute("SET TimeZone = 'UTC'")
+    tables = manifest["files"]
 
     def files(table: str) -> str:
         return "[" + ", ".join("'" + str(storage.root / e["path"]).replace("'", "''") + "'"
-                               for e in manifest["files"].get(table, [])) + "]"
+                               for e in tables.get(table, [])) + "]"
 
     where = manifest["where"] or "true"
-    dups = manifest["files"].get("dups")
+    dups = tables.get("dups")
     link = (f"LEFT JOIN read_parquet({files('dups')}) d USING (frame_id)" if dups else "")
     dup_of = "coalesce(f.dup_of, d.dup_of)" if dups else "f.dup_of"
-    if manifest["files"]["frames"]:
+    if tables.get("frames"):
         con.execute(f"CREATE VIEW frames_all AS SELECT * FROM (SELECT f.* REPLACE ({dup_of} AS dup_of) "
-                    f"FROM read_parquet({files('frames')}) f {link}) WHERE {where}")
+                    f"FROM read_parquet({files('frames')}) f {link}) WHERE ({where})")
         con.execute("CREATE VIEW frames AS SELECT * FROM frames_all WHERE dup_of IS NULL")
-    if manifest["files"]["clips"] and manifest["files"]["frames"]:
+    if tables.get("clips") and tables.get("frames"):
         con.execute(f"CREATE VIEW clips AS SELECT * FROM read_parquet({files('clips')}) "
                     "WHERE segment_id IN (SELECT segment_id FROM frames_all)")
+    lock_down(con, storage.root)
     return con
