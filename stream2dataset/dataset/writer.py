@@ -13,7 +13,9 @@ shards in one pass:
    and durability against power loss is the filesystem's, as for any Parquet writer).
 
 Kill the process anywhere: readers only ever see whole shards, and `recover_commits` (run before
-every commit) replays a leftover intent exactly, so the rows land once, none lost, none twice.
+every commit) replays a leftover intent exactly, so the rows land once, none lost, none twice. The
+hidden temp file of a shard being written when the process died is removed when its batch is
+replayed (`_sweep_temps`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from collections import defaultdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,6 +51,30 @@ def staging_dir(storage: Storage, segment_id: str) -> Path:
 
 def _commits_dir(storage: Storage) -> Path:
     return storage.root / "dataset" / "_commits"
+
+
+# A temp file untouched this long has no live writer: writers fill theirs without pause, and even
+# an object-store upload of a full shard (before the rename) ends well within it.
+STALE_TEMP_S = 3600.0
+
+
+def _sweep_temps(folder: Path, batch: str | None = None) -> None:
+    """Remove the hidden temp files (`.<name>.<random>.tmp`, storage.atomic_output) that killed
+    writers left in `folder`: this batch's at once (whoever applies a batch's intent owns its files;
+    two processes applying one intent at the same moment is not supported), anyone else's (a
+    recorder's thumbnails, another commit) only once STALE_TEMP_S old, as its writer may be at work."""
+    if not folder.is_dir():
+        return
+    stale = time.time() - STALE_TEMP_S
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False)):
+                continue
+            try:
+                if (batch and entry.name.startswith(f".{batch}-")) or entry.stat(follow_symlinks=False).st_mtime < stale:
+                    os.unlink(entry.path)
+            except FileNotFoundError:  # its writer renamed or removed it meanwhile
+                pass
 
 
 # staging -------------------------------------------------------------------------------------
@@ -95,6 +122,8 @@ def recover_commits(storage: Storage, target_mb: float = 256, row_group_rows: in
         threading.Thread(target=empty_trash, args=(storage,), daemon=True).start()
     folder = _commits_dir(storage)
     storage.pull(folder.relative_to(storage.root).as_posix(), mirror=True)
+    for leftovers in (folder, storage.root / "dataset" / "_done"):  # intents and markers cut short
+        _sweep_temps(leftovers)
     paths: list[Path] = []
     for intent in sorted(folder.glob("*.json")) if folder.exists() else []:
         paths += _apply(storage, intent, target_mb, row_group_rows)
@@ -111,6 +140,7 @@ def _apply(storage: Storage, intent: Path, target_mb: float, row_group_rows: int
         for table, schema in TABLES.items():
             for (channel, day), parts in sorted(_staged(storage, markers, table).items()):
                 folder = storage.root / "dataset" / table / f"channel={channel}" / f"date={day}"
+                _sweep_temps(folder, batch)
                 tables = (pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in parts)
                 paths += write_shards(folder, batch, schema, tables, target_mb, row_group_rows)
         for sid, marker in markers.items():

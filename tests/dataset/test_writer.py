@@ -1,6 +1,7 @@
 """The writer: staged rows committed as size-bounded shards, killed at any moment and resumed."""
 
 import json
+import os
 import random
 import shutil
 import signal
@@ -97,6 +98,7 @@ import sys
 from stream2dataset.dataset import commit_segments
 from stream2dataset.storage import Storage
 import json
+import os
 commit_segments(Storage(sys.argv[1]), json.loads(open(sys.argv[2]).read()), target_mb=0.05, row_group_rows=20)
 """
 
@@ -148,6 +150,7 @@ def test_killed_commits_resume_to_exactly_the_undisturbed_rows(tmp_path):
         assert shards == sorted(p.relative_to(undisturbed) for p in (undisturbed / "dataset").rglob("*.parquet")
                                 if "_staging" not in p.parts)
         assert all(Storage(root).done_marker(s).exists() for s in markers)
+        assert not list((root / "dataset").rglob(".*.parquet.*.tmp")), "a killed shard's temp file is swept"
     assert interrupted >= 3, "the kills should land mid-commit"
 
 
@@ -162,3 +165,34 @@ def test_recover_replays_a_left_intent(tmp_path):
     assert paths and all(p.name.startswith("deadbeef-") for p in paths)
     assert not intent.exists() and len(committed_ids(storage)) == 2 * 3 * 40
     assert commit_segments(storage, markers) == []  # done: nothing twice
+
+
+def test_the_next_commit_sweeps_the_temp_files_a_killed_commit_left(tmp_path):
+    """Issue 13, item 11: a commit killed while writing a shard leaves `.<shard>.<random>.tmp`."""
+    storage = Storage(tmp_path)
+    markers = stage_segments(storage, segments=2)
+    batch = "deadbeef00000000"
+    intent = storage.root / "dataset" / "_commits" / f"{batch}.json"
+    intent.parent.mkdir(parents=True)
+    intent.write_text(json.dumps({"batch": batch, "markers": markers}))  # killed after its intent...
+    folder = frames_dir(storage) / "channel=bob" / "date=2026-03-01"
+    folder.mkdir(parents=True)
+    killed = folder / f".{batch}-0000.parquet.k1ll3d.tmp"  # ...half way through its first shard
+    killed.write_bytes(b"PAR1" + bytes(1000))
+    old = folder / ".thumbnails-0123456789abcdef-0000.parquet.0ld0ld.tmp"  # another writer's, long dead
+    old.write_bytes(b"PAR1")
+    os.utime(old, (time.time() - 2 * 3600,) * 2)
+    live = folder / ".thumbnails-fedcba9876543210-0000.parquet.l1v3l1.tmp"  # a recorder writing it now
+    live.write_bytes(b"PAR1")
+    (intent.parent / f".{batch}.json.k1ll3d.tmp").write_bytes(b"{")  # an intent cut short, long ago
+    os.utime(intent.parent / f".{batch}.json.k1ll3d.tmp", (time.time() - 2 * 3600,) * 2)
+
+    more = stage_segments(Storage(tmp_path / "other"), segments=3)  # the next commit: one new segment
+    new = {k: v for k, v in more.items() if k.endswith("002")}
+    shutil.copytree(tmp_path / "other" / "dataset" / "_staging", storage.root / "dataset" / "_staging",
+                    dirs_exist_ok=True)
+    commit_segments(storage, new)
+    assert not killed.exists() and not old.exists() and live.exists()
+    assert not list(intent.parent.glob(".*.tmp"))
+    ids = committed_ids(storage)
+    assert len(ids) == len(set(ids)) == 3 * 3 * 40
