@@ -56,6 +56,18 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
     crops: list[Crop] = []
     drops: list[str] = []
     good = [f for f in faces if f.score >= cfg.min_face_score]
+    if cam.kind == "overlay" and cam.box is not None:  # the streamer is in the facecam, not the game
+        mine = [f for f in good if centre_inside(f.box, cam.box)]
+        outside = bool(good) and not mine
+        good = mine
+    elif cam.kind == "unknown" and cam.face is not None:  # near the window's consistent face only
+        fx, fy, fw, fh = cam.face
+        near = (fx - fw, fy - fh, 3 * fw, 3 * fh)
+        mine = [f for f in good if centre_inside(f.box, near)]
+        outside = bool(good) and not mine
+        good = mine
+    else:
+        outside = False
     face = max(good, key=lambda f: f.box[2] * f.box[3]) if good else None
 
     def add(kind: str, img: np.ndarray, box: Box, det: str, score: float) -> None:
@@ -69,10 +81,13 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
     for kind in cfg.outputs:
         if kind in FACE_KINDS:
             if face is None:
-                drops.append("low_score" if faces else "no_face")
+                drops.append("face_outside_facecam" if outside else "low_score" if faces else "no_face")
                 continue
             if kind == "facecam":
-                if cam.box is None or not centre_inside(face.box, cam.box):
+                if cam.kind not in ("overlay", "full_frame") or cam.box is None:
+                    drops.append("facecam_not_found")  # never store a guess (a whole frame) as a facecam
+                    continue
+                if not centre_inside(face.box, cam.box):
                     drops.append("face_outside_facecam")
                     continue
                 x, y, bw, bh = cam.box

@@ -1,15 +1,22 @@
-"""The facecam: the rectangle of a streamer's webcam overlay, estimated once per segment.
+"""The facecam: the rectangle of a streamer's webcam overlay, estimated once per window.
 
 A face box alone is not the facecam: streamers put a webcam window (often framed) in a corner of
-the game, and the dataset wants that whole window. Two cues find it:
+the game, and the dataset wants that whole window. Three cues find it:
 
-- the face track: where the face sits over the segment (median of the per-frame boxes);
-- the overlay's straight borders: edges that stay put while the content moves. The median over
-  time of each pixel's gradient keeps them and drops moving game or webcam content.
+- the streamer's face, chosen by consistency over the window (a track of detections that stays
+  put in most sampled frames), not by size per frame: mediapipe also fires on cartoon faces in
+  the game or video content (DESIGN.md), and those come and go or move;
+- the overlay's straight borders: edges that stay put while the content moves, counted at two
+  contrast levels (a pale webcam backdrop against a pale road makes a faint but steady step);
+- the boundary where the temporal statistics change: the webcam's content is independent of the
+  game's, so along a true side the activity (mean frame-to-frame change) differs across it.
 
 Candidate lines are the columns/rows around the face that are edges along most of the face's span
 (plus the frame's own borders); the facecam is the smallest rectangle around the face whose four
-sides are continuous edges. When that is the whole frame, the stream is all webcam.
+sides are continuous edges. It is scored (`confidence`), and the window's layout is `overlay`,
+`full_frame` (no rectangle closes and the face is big: an all-webcam stream, positively
+recognised) or `unknown` (no face, or no rectangle one can trust): an unknown layout stores no
+facecam crop (`facecam_not_found`).
 """
 
 from __future__ import annotations
@@ -24,18 +31,63 @@ import numpy as np
 Box = tuple[int, int, int, int]  # x, y, w, h in source pixels
 
 EDGE_LEVEL = 14          # grey-level step (max over RGB) that counts as an edge
+FAINT_LEVEL = 5          # a faint step counts when it is there in nearly every frame ...
+FAINT_SHARE = 0.85       # ... in this share of the frames
 SIDE_CONTINUITY = 0.8    # fraction of a side's length that must be edge
-CANDIDATES = 6           # lines considered per side, nearest to the face first
-MIN_CAM_OVER_FACE = 1.6  # a facecam is wider and taller than the face by at least this
+CANDIDATES = 8           # lines considered per side, nearest to the face first
+MIN_CAM_OVER_FACE = 1.3  # a facecam is wider and taller than the face by at least this
+TRACK_MIN_PRESENCE = 0.3  # a streamer's face is in at least this share of the sampled frames
+FULL_FRAME_FACE = 0.1    # an all-webcam face is at least this share of the frame's width
+FULL_FRAME_AREA = 0.9    # an "overlay" this big is the whole frame (a source's black bar)
+MIN_CONFIDENCE = 0.5     # below this an overlay is not trusted: the layout is unknown
 
 
 @dataclass(frozen=True)
 class FacecamEstimate:
-    kind: Literal["overlay", "full_frame", "none"]
-    box: Box | None          # the facecam (the whole frame for full_frame)
-    face: Box | None         # the median face box of the segment
+    kind: Literal["overlay", "full_frame", "unknown"]
+    box: Box | None          # the facecam (the whole frame for full_frame); None when unknown
+    face: Box | None         # the streamer's face: the median box of its track
     continuity: float        # the weakest side's edge fraction (1.0 for frame borders)
-    faces_found: float       # fraction of frames with a face
+    faces_found: float       # fraction of frames with the streamer's face
+    confidence: float = 0.0  # how sure the layout is, 0..1
+    reason: str = ""         # why the layout is unknown
+
+
+@dataclass(frozen=True)
+class Track:
+    """One face followed over the window: its median box, share of frames, mean score."""
+
+    box: Box
+    presence: float
+    score: float
+    boxes: tuple[Box, ...]
+
+
+def face_tracks(faces: Sequence[Sequence], n_frames: int) -> list[Track]:
+    """Detections linked across frames (near the same place, of a similar size), most consistent
+    first: presence x mean score. A streamer's face stays in the webcam; a cartoon face in the
+    content comes and goes, and does not outvote it by being bigger in some frames."""
+    dets = [(i, getattr(f, "box", f), float(getattr(f, "score", 1.0))) for i, fs in enumerate(faces) for f in fs]
+    dets.sort(key=lambda d: -d[2])
+    groups: list[list[tuple[int, Box, float]]] = []
+    for i, box, score in dets:
+        for g in groups:
+            ax, ay, aw, ah = g[0][1]
+            if i in {d[0] for d in g}:
+                continue
+            dx = abs(box[0] + box[2] / 2 - ax - aw / 2)
+            dy = abs(box[1] + box[3] / 2 - ay - ah / 2)
+            if max(dx, dy) <= 0.6 * max(aw, box[2]) and 0.5 <= box[2] / max(aw, 1) <= 2.0:
+                g.append((i, box, score))
+                break
+        else:
+            groups.append([(i, box, score)])
+    tracks = []
+    for g in groups:
+        med = np.median(np.asarray([d[1] for d in g], np.float64), axis=0)
+        tracks.append(Track(tuple(int(round(v)) for v in med), len(g) / max(n_frames, 1),  # type: ignore[arg-type]
+                            float(np.mean([d[2] for d in g])), tuple(d[1] for d in g)))
+    return sorted(tracks, key=lambda t: -t.presence * t.score)
 
 
 def face_track(face_boxes: Sequence[Sequence[Box]]) -> tuple[Box | None, float]:
@@ -55,14 +107,21 @@ def static_edges(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     h, w = frames[0].shape[:2]
     count_x = np.zeros((h, w - 1), np.uint8)
     count_y = np.zeros((h - 1, w), np.uint8)
+    faint_x = np.zeros((h, w - 1), np.uint8)
+    faint_y = np.zeros((h - 1, w), np.uint8)
     for f in frames:
-        count_x += _channel_max(cv2.absdiff(f[:, 1:], f[:, :-1])) >= EDGE_LEVEL
-        count_y += _channel_max(cv2.absdiff(f[1:], f[:-1])) >= EDGE_LEVEL
+        gx = _channel_max(cv2.absdiff(f[:, 1:], f[:, :-1]))
+        gy = _channel_max(cv2.absdiff(f[1:], f[:-1]))
+        count_x += gx >= EDGE_LEVEL
+        count_y += gy >= EDGE_LEVEL
+        faint_x += gx >= FAINT_LEVEL
+        faint_y += gy >= FAINT_LEVEL
     half = (len(frames) + 1) // 2
+    most = max(half, int(np.ceil(FAINT_SHARE * len(frames))))
     vx = np.zeros((h, w), bool)
     vy = np.zeros((h, w), bool)
-    vx[:, 1:] = count_x >= half
-    vy[1:, :] = count_y >= half
+    vx[:, 1:] = (count_x >= half) | (faint_x >= most)
+    vy[1:, :] = (count_y >= half) | (faint_y >= most)
     return vx, vy
 
 
@@ -104,16 +163,41 @@ def _candidates(loose: np.ndarray, exact: np.ndarray, positions: np.ndarray, bou
     return picked + [boundary]
 
 
-def estimate_facecam(frames: Sequence[np.ndarray], face_boxes: Sequence[Sequence[Box]]) -> FacecamEstimate:
-    """Estimate the facecam of one segment from sampled RGB frames and their detected faces."""
-    face, found = face_track(face_boxes)
-    if face is None:
-        return FacecamEstimate("none", None, None, 0.0, 0.0)
-    h, w = frames[0].shape[:2]
-    exact_x, exact_y = static_edges(frames)
-    vx, vy = _widen(exact_x, 1), _widen(exact_y, 0)
+def activity(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """Each pixel's mean grey-level change between consecutive sampled frames (float32)."""
+    grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
+    acc = np.zeros(grey[0].shape, np.float32)
+    for a, b in zip(grey, grey[1:]):
+        acc += cv2.absdiff(a, b)
+    return acc / max(len(grey) - 1, 1)
+
+
+def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> float:
+    """The weakest side's activity step: |inside - outside| / (inside + outside + 1), over a
+    band just inside and just outside each side that is not the frame's own border."""
+    h, w = act.shape
+    x, y, bw, bh = box
+    steps = []
+    for inner, outer in (
+        (act[y:y + bh, x + gap:x + gap + band], act[y:y + bh, max(0, x - gap - band):max(0, x - gap)]),
+        (act[y:y + bh, x + bw - gap - band:x + bw - gap], act[y:y + bh, x + bw + gap:x + bw + gap + band]),
+        (act[y + gap:y + gap + band, x:x + bw], act[max(0, y - gap - band):max(0, y - gap), x:x + bw]),
+        (act[y + bh - gap - band:y + bh - gap, x:x + bw], act[y + bh + gap:y + bh + gap + band, x:x + bw]),
+    ):
+        if inner.size and outer.size:
+            a, b = float(inner.mean()), float(outer.mean())
+            steps.append(abs(a - b) / (a + b + 1.0))
+    return min(steps) if steps else 1.0
+
+
+def _rectangle(maps: tuple[np.ndarray, ...], face: Box) -> tuple[Box, float] | None:
+    """The smallest rectangle around `face` whose four sides are continuous persistent edges."""
+    vx, vy, exact_x, exact_y, cx, cy = maps
+    h, w = vx.shape
     fx, fy, fw, fh = face
     fx0, fy0, fx1, fy1 = max(fx, 0), max(fy, 0), min(fx + fw, w), min(fy + fh, h)
+    if fx1 <= fx0 or fy1 <= fy0:
+        return None
     # Lines that are edges along the face's own span: the overlay's borders must cross it.
     col, col_exact = vx[fy0:fy1].mean(axis=0), exact_x[fy0:fy1].mean(axis=0)
     row, row_exact = vy[:, fx0:fx1].mean(axis=1), exact_y[:, fx0:fx1].mean(axis=1)
@@ -121,9 +205,6 @@ def estimate_facecam(frames: Sequence[np.ndarray], face_boxes: Sequence[Sequence
     rights = _candidates(col, col_exact, np.arange(fx1 + 1, w), w)
     tops = _candidates(row, row_exact, np.arange(fy0 - 1, 0, -1), 0)
     bottoms = _candidates(row, row_exact, np.arange(fy1 + 1, h), h)
-    # Prefix sums make each side's edge fraction O(1).
-    cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # along y, per column
-    cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)  # along x, per row
 
     def vertical(x: int, y0: int, y1: int) -> float:
         return 1.0 if x in (0, w) else (cx[y1, x] - cx[y0, x]) / (y1 - y0)
@@ -136,9 +217,49 @@ def estimate_facecam(frames: Sequence[np.ndarray], face_boxes: Sequence[Sequence
         bw, bh = x1 - x0, y1 - y0
         if bw < MIN_CAM_OVER_FACE * fw or bh < MIN_CAM_OVER_FACE * fh:
             continue
+        if best is not None and bw * bh >= best[0]:
+            continue
         weakest = min(vertical(x0, y0, y1), vertical(x1, y0, y1), horizontal(y0, x0, x1), horizontal(y1, x0, x1))
-        if weakest >= SIDE_CONTINUITY and (best is None or bw * bh < best[0]):
+        if weakest >= SIDE_CONTINUITY:
             best = (bw * bh, weakest, (x0, y0, bw, bh))
-    if best is None or best[2] == (0, 0, w, h):
-        return FacecamEstimate("full_frame", (0, 0, w, h), face, 1.0, found)
-    return FacecamEstimate("overlay", best[2], face, best[1], found)
+    return (best[2], best[1]) if best else None
+
+
+def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
+    """The window's layout from sampled RGB frames and their detected faces (`Face`s or boxes)."""
+    n = len(frames)
+    tracks = [t for t in face_tracks(faces, n) if t.presence >= TRACK_MIN_PRESENCE]
+    if not tracks:
+        return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track")
+    h, w = frames[0].shape[:2]
+    exact_x, exact_y = static_edges(frames)
+    vx, vy = _widen(exact_x, 1), _widen(exact_y, 0)
+    cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
+    cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
+    maps = (vx, vy, exact_x, exact_y, cx, cy)
+    act = activity(frames)
+    scored = []
+    for t in tracks[:3]:
+        found = _rectangle(maps, t.box)
+        if found is None or found[0] == (0, 0, w, h):
+            continue
+        box, weakest = found
+        contrast = _side_contrast(act, box)
+        # continuity 0.8 -> 0, 1.0 -> 1; the activity step backs a side that is faint
+        conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5 + 0.5 * min(1.0, 3 * contrast)) \
+            * min(1.0, t.presence / 0.6)
+        scored.append((conf * t.score, conf, t, box, weakest))
+    top = tracks[0]
+    if scored:
+        _, conf, t, box, weakest = max(scored, key=lambda s: s[0])
+        if conf >= MIN_CONFIDENCE and box[2] * box[3] < FULL_FRAME_AREA * w * h:
+            return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+        if conf >= MIN_CONFIDENCE:  # a source's own black bar makes a frame-sized "overlay"
+            return FacecamEstimate("full_frame", (0, 0, w, h), t.box, 1.0, t.presence, round(conf, 3))
+    # All webcam: one big face that no rectangle encloses, and no other steady face (a streamer's
+    # face beside a big cartoon face in the content is not an all-webcam stream).
+    rivals = [t for t in tracks[1:] if t.presence >= 0.5 and t.box[2] < 0.6 * top.box[2]]
+    if top.box[2] >= FULL_FRAME_FACE * w and not rivals:
+        return FacecamEstimate("full_frame", (0, 0, w, h), top.box, 1.0, top.presence,
+                               round(min(1.0, top.presence / 0.6), 3))
+    return FacecamEstimate("unknown", None, top.box, 0.0, top.presence, 0.0, "no_rectangle")

@@ -30,7 +30,7 @@ from .hashing import mark_near_duplicates, phash64
 from .person import person_box
 from .transforms import apply_chain, chain_names, parse_chain
 
-NO_FACECAM = FacecamEstimate("none", None, None, 0.0, 0.0)
+NO_FACECAM = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "not_estimated")
 FACECAM_FRAMES = 12
 
 
@@ -42,6 +42,33 @@ def faces_in_facecam(detector: FaceDetector, images: list[np.ndarray], faces: li
         return faces
     return [fs if any(centre_inside(f.box, cam.box) for f in fs) else nms(fs + detector.detect_in(img, cam.box))
             for img, fs in zip(images, faces)]
+
+
+def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_facecam: bool = True,
+                      lap=lambda stage: None) -> tuple[list[list[Face]], FacecamEstimate]:
+    """Faces per frame, and the window's facecam.
+
+    The full multi-view search (whole frame + tiles, ~30 ms a 720p frame) runs on a dozen
+    frames spread over the window: enough to find the facecam's steady borders. Once an overlay
+    is found, the other frames are searched only inside it, which is where the streamer is."""
+    if not images:
+        return [], NO_FACECAM
+    if not want_facecam:
+        faces = [detector.detect(img) for img in images]
+        lap("detect")
+        return faces, NO_FACECAM
+    pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), FACECAM_FRAMES)).astype(int))
+    found = {int(i): detector.detect(images[i]) for i in pick}
+    lap("detect")
+    cam = estimate_facecam([images[i] for i in found], list(found.values()))
+    lap("facecam")
+    if cam.kind == "overlay":
+        faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]
+        faces = faces_in_facecam(detector, images, faces, cam)
+    else:
+        faces = [found[i] if i in found else detector.detect(img) for i, img in enumerate(images)]
+    lap("detect")
+    return faces, cam
 
 
 def window_id(segment_id: str, index: int) -> str:
@@ -117,7 +144,7 @@ class WindowProcessor:
         hashes = phash64(np.stack(images)) if images and len({im.shape for im in images}) == 1 else \
             np.array([phash64(im[None])[0] for im in images], dtype=np.uint64)
         lap("hash")
-        rows = self._rows(win, frames, crops, images, hashes)
+        rows = self._rows(win, frames, crops, images, hashes, cam)
         lap("encode")
         stage_rows(self.storage, "frames", win["segment_id"], wid, rows, float(win["start_ts"]))
         lap("write")
@@ -132,6 +159,7 @@ class WindowProcessor:
             "window_id": wid, "skipped": False, "segment_id": win["segment_id"], "frames": len(frames),
             "kept": sum(r["dup_of"] is None for r in rows), "duplicates": sum(r["dup_of"] is not None for r in rows),
             "clips": clips, "drops": json.dumps(dict(drops)), "error": error, "facecam": cam.kind,
+            "facecam_confidence": float(cam.confidence),
             "facecam_box": json.dumps(cam.box), "seconds": json.dumps({k: round(v, 4) for k, v in timings.items()}),
             "node": _node_id(),
         }
@@ -160,29 +188,9 @@ class WindowProcessor:
         return str(own)
 
     def _faces_and_facecam(self, images: list[np.ndarray], lap) -> tuple[list[list[Face]], FacecamEstimate]:
-        """Faces per frame, and the window's facecam.
-
-        The full multi-view search (whole frame + tiles, ~30 ms a 720p frame) runs on a dozen
-        frames spread over the window: enough to find the facecam's steady borders. Once an overlay
-        is found, the other frames are searched only inside it, which is where the streamer is."""
         if not self.detector or not images:
             return [[] for _ in images], NO_FACECAM
-        if "facecam" not in self.cfg.outputs:
-            faces = [self.detector.detect(img) for img in images]
-            lap("detect")
-            return faces, NO_FACECAM
-        pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), FACECAM_FRAMES)).astype(int))
-        found = {int(i): self.detector.detect(images[i]) for i in pick}
-        lap("detect")
-        cam = estimate_facecam([images[i] for i in found], [[f.box for f in fs] for fs in found.values()])
-        lap("facecam")
-        if cam.kind == "overlay":
-            faces = [found.get(i) or self.detector.detect_in(img, cam.box) for i, img in enumerate(images)]
-            faces = faces_in_facecam(self.detector, images, faces, cam)
-        else:
-            faces = [found[i] if i in found else self.detector.detect(img) for i, img in enumerate(images)]
-        lap("detect")
-        return faces, cam
+        return faces_and_facecam(self.detector, images, "facecam" in self.cfg.outputs, lap)
 
     def _clips(self, win: dict, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
         """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model."""
@@ -217,7 +225,7 @@ class WindowProcessor:
         return sil, box
 
     def _rows(self, win: dict, frames: list, crops: list[tuple[int, Crop]], images: list[np.ndarray],
-              hashes: np.ndarray) -> list[dict]:
+              hashes: np.ndarray, cam: FacecamEstimate = NO_FACECAM) -> list[dict]:
         scale = float(win["width"]) / frames[0].image.shape[1] if frames else 1.0  # back to source pixels
         start = datetime.fromtimestamp(float(win["start_ts"]), timezone.utc)
         rows: list[dict] = []
@@ -233,6 +241,8 @@ class WindowProcessor:
                 "image_format": self.cfg.image_format, "crop_box": [int(round(v * scale)) for v in crop.box],
                 "detector": crop.detector, "score": crop.score, "phash": int(h), "dup_of": None,
                 "transforms": self.transform_names, "config_hash": self.config_hash,
+                # the window's layout (overlay | full_frame | unknown) and how sure it is, for SQL
+                "layout": cam.kind, "layout_confidence": float(cam.confidence),
             })
         # Near-duplicates within the window, per kind, in time order: point at the kept frame.
         for indices in kept_by_kind.values():

@@ -67,4 +67,4 @@ def test_all_webcam_stream_is_recognised(detector):
 
 def test_no_face_no_facecam():
     est = estimate_facecam([av.VideoFrame(64, 64, "rgb24").to_ndarray()] * 3, [[], [], []])
-    assert est.kind == "none" and est.box is None
+    assert est.kind == "unknown" and est.box is None and est.confidence == 0.0
