@@ -8,7 +8,10 @@ passes the check and reads `/proc/...`. Looking for `..` in the query cannot clo
 built at run time: `concat()`, `query()`), so nothing runs while such a link exists: `check_links`
 walks the root (without following links) and refuses every link whose target is outside the root,
 or inside it but higher than the link itself (`..` after it would climb out). Without such links the
-kernel resolves a path under the root as DuckDB's text check does.
+kernel resolves a path under the root as DuckDB's text check does. (A link outside the root, e.g. a
+system's `/var -> /private/var`, could still lead `/var/../<root path>` elsewhere, but only onto a
+folder whose path repeats the root's names; a link made while a query runs needs write access to
+the root.)
 """
 
 from __future__ import annotations
@@ -68,20 +71,31 @@ def _unsafe(link: Path, root: Path) -> str | None:
 def check_links(root: str | Path) -> None:
     """Refuse a root holding a symbolic link that SQL could leave it through (module docstring).
 
-    One `scandir` per folder, no stat per file (the entry type comes with the listing): a root of
-    20,000 files takes ~20 ms.
+    One `scandir` per folder, no stat per file (the entry type comes with the listing): ~1 us a
+    file, 0.1 s for a root of 100,000 files (measured warm on two cores).
     """
     root = Path(root).resolve()
     folders = [root]
     while folders:
-        with os.scandir(folders.pop()) as entries:
-            for entry in entries:
-                if entry.is_symlink():
-                    if why := _unsafe(Path(entry.path), root):
-                        raise UnsafeLink(f"{why}; remove the link (or replace it with the folder itself or a bind "
-                                         "mount) to use sql, stats and preview")
-                elif entry.is_dir(follow_symlinks=False):
-                    folders.append(entry.path)
+        for entry in _listing(folders.pop()):
+            if entry.is_symlink():
+                if why := _unsafe(Path(entry.path), root):
+                    raise UnsafeLink(f"{why}; remove the link (or replace it with the folder itself or a bind "
+                                     "mount) to use sql, stats and preview")
+            elif entry.is_dir(follow_symlinks=False):
+                folders.append(entry.path)
+
+
+def _listing(folder: str) -> list[os.DirEntry]:
+    """The entries of `folder`; none if this process can neither list nor enter it (nor can a query)."""
+    try:
+        with os.scandir(folder) as entries:
+            return list(entries)
+    except PermissionError:
+        if os.access(folder, os.X_OK):  # enterable but not listable: a link inside could be named
+            raise UnsafeLink(f"{folder} cannot be listed (permission denied) to check it for symbolic links; "
+                             "make it readable, or move it out of the storage root") from None
+        return []
 
 
 # Connections -------------------------------------------------------------------------------------

@@ -113,6 +113,8 @@ def _check_node(node, tables: Collection[str], what: str) -> None:
 def check_where(where: str, tables: Collection[str], what: str = "--where") -> str:
     """`where` if it is exactly one condition, for `WHERE (...)`; else a one-line UserError naming
     `what`. Subqueries may read only `tables` (none: a snapshot's filter reads the frame alone)."""
+    if not where.strip():
+        raise UserError(f"{what}: give one condition, e.g. \"channel = 'x'\"")
     _check_tokens(where, what)
     select = _parse_tree(f"SELECT * FROM frames WHERE (\n{where}\n)", what)
     _check_node(select["where_clause"], tables, what)

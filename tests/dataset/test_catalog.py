@@ -206,8 +206,40 @@ def test_a_where_condition_cannot_escape_its_parentheses(where):
 
 
 def test_where_conditions_may_use_strings_and_subqueries():
-    for where in ["channel = 'a;b' AND (kind = 'facecam')", "frame_id IN (SELECT frame_id FROM dups)", "title = ')'"]:
+    for where in ["channel = 'a;b' AND (kind = 'facecam')", "frame_id IN (SELECT frame_id FROM dups)", "title = ')'",
+                  "CAST(width AS VARCHAR) = '32' AND list_filter(transforms, t -> t = 'resize') <> []",
+                  "timestamp > TIMESTAMP '2026-11-01' AND kind IN ('facecam', 'frame') AND phash BETWEEN 1 AND 9",
+                  "segment_id IN (SELECT s.segment_id FROM segments s JOIN channels c USING (channel) "
+                  "WHERE c.frames_kept > 1 ORDER BY 1 LIMIT 3)", "(SELECT 1) = 1", "x IN (VALUES (1), (2))"]:
         assert check_where(where) == where
+
+
+@pytest.mark.parametrize("where, message", [
+    ("true UNION ALL SELECT 0", "syntax error"),  # cannot leave its parentheses, so not a set operation either
+    ("frame_id IN (SELECT frame_id FROM dups UNION SELECT 'x')", "UNION"),
+    ("frame_id IN (SELECT frame_id FROM dups EXCEPT SELECT 'x')", "UNION, EXCEPT"),
+    ("frame_id IN (SELECT content FROM read_text('/etc/passwd'))", "table functions"),
+    ("EXISTS (FROM glob('/*'))", "table functions"),
+    ("frame_id IN (FROM query('SELECT 1'))", "table functions"),
+    ("EXISTS (SELECT 1 FROM range(10))", "table functions"),
+    ("EXISTS (FROM '/etc/passwd')", "'/etc/passwd' is not a table here"),
+    ("EXISTS (FROM catalog.frames)", "'frames' is not a table here"),
+    ("EXISTS (FROM duckdb_settings())", "table functions"),
+    ("x IN (WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c) SELECT n FROM c)", "WITH RECURSIVE"),
+    ("x IN (WITH c AS (SELECT 1) SELECT * FROM c)", "'c' is not a table here"),
+    ("x = 1 SELECT 1", "syntax error"),
+    (" ", "give one condition"),
+])
+def test_a_where_condition_reads_only_the_views(where, message):
+    with pytest.raises(UserError, match=message) as err:
+        check_where(where)
+    assert str(err.value).startswith("--where: ") and "\n" not in str(err.value)
+
+
+def test_a_snapshot_filter_reads_the_frame_alone():
+    assert check_where("channel = 'a'", tables=()) == "channel = 'a'"
+    with pytest.raises(UserError, match="subqueries are not allowed"):
+        check_where("frame_id IN (SELECT frame_id FROM dups)", tables=())
 
 
 def test_query_limits_rows_and_maps_errors_to_one_line(tmp_path):
