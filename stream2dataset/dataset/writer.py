@@ -67,14 +67,14 @@ def _sweep_temps(folder: Path, batch: str | None = None) -> None:
         return
     stale = time.time() - STALE_TEMP_S
     with os.scandir(folder) as entries:
-        for entry in entries:
-            if not (entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file(follow_symlinks=False)):
-                continue
-            try:
-                if (batch and entry.name.startswith(f".{batch}-")) or entry.stat(follow_symlinks=False).st_mtime < stale:
-                    os.unlink(entry.path)
-            except FileNotFoundError:  # its writer renamed or removed it meanwhile
-                pass
+        temps = [e for e in entries if e.name.startswith(".") and e.name.endswith(".tmp")
+                 and e.is_file(follow_symlinks=False)]
+    for entry in temps:
+        try:
+            if (batch and entry.name.startswith(f".{batch}-")) or entry.stat(follow_symlinks=False).st_mtime < stale:
+                os.unlink(entry.path)
+        except FileNotFoundError:  # its writer renamed or removed it meanwhile
+            pass
 
 
 # staging -------------------------------------------------------------------------------------
