@@ -45,12 +45,16 @@ def new_session(settings: RecordingSettings) -> Streamlink:
 
 def open_best(
     session: Streamlink, url: str, quality: str, options: Mapping[str, Any] | None = None,
-    offline_status: Collection[int] = (),
+    offline_status: Collection[int] = (), resume: int | None = None,
 ) -> BinaryIO | None:
     """Open the first available quality of `quality` (comma list); None when there is no stream.
 
     `options` are plugin options; an HTTP status in `offline_status` also means "no stream".
+    An HLS stream starts at media sequence `resume` when its playlist still has it, and its reader
+    tells the media sequence of each byte (`_sequences.py`).
     """
+    from ._sequences import open_tracked
+
     from streamlink.exceptions import NoPluginError, StreamlinkError
     from streamlink.options import Options
 
@@ -71,7 +75,7 @@ def open_best(
             f"{url}: none of the qualities {quality!r} is offered (available: {', '.join(streams)}); "
             "add 'best' to the quality list")
     try:
-        return streams[name].open()
+        return open_tracked(streams[name], resume)
     except (StreamlinkError, OSError) as err:
         raise StreamError(f"{url}: could not open the {name} stream: {one_line(err)}") from err
 

@@ -63,10 +63,12 @@ class Adapter(ABC):
         """Resolve a source string (URL, name, @handle, path) or return None if not ours."""
         raise NotImplementedError
 
-    def open_live(self) -> BinaryIO | None:
+    def open_live(self, resume: int | None = None) -> BinaryIO | None:
         """Open the live stream as MPEG-TS bytes (`read(n)`, `close()`); None when offline.
 
-        Raises StreamError for network or platform errors (the recorder backs off).
+        `resume`: the HLS media sequence of the last committed media, to start there if the
+        playlist still has it. The stream may offer `sequence_at(offset)`: the media sequence a
+        byte came from. Raises StreamError for network or platform errors (the recorder backs off).
         """
         raise NotImplementedError(f"{self.platform} has no live mode")
 

@@ -38,7 +38,7 @@ class HLSAdapter(Adapter):
             url = "hls://" + url  # keep the prefix, so the canonical source matches here again
         return Resolved(source=url, name=_name(parts.path, parts.hostname), mode="live")
 
-    def open_live(self) -> BinaryIO | None:
+    def open_live(self, resume: int | None = None) -> BinaryIO | None:
         from ._streamlink import new_session, open_best
 
         # The hls:// prefix makes streamlink use its HLS plugin whatever the URL looks like.
@@ -46,7 +46,8 @@ class HLSAdapter(Adapter):
         url = url if url.startswith("hls://") else f"hls://{url}"
         # A playlist that is not there (yet) is how an HLS origin says "offline" (nginx-rtmp, the
         # demo server); other HTTP errors are errors.
-        return open_best(new_session(self.settings), url, self.settings.quality, offline_status=(404, 410))
+        return open_best(new_session(self.settings), url, self.settings.quality, offline_status=(404, 410),
+                         resume=resume)
 
 
 def _name(path: str, host: str) -> str:

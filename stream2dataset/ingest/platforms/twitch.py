@@ -33,7 +33,7 @@ class TwitchAdapter(Adapter):
         login = m["login"].lower()
         return Resolved(source=f"https://www.twitch.tv/{login}", name=slug(login), mode="live")
 
-    def open_live(self) -> BinaryIO | None:
+    def open_live(self, resume: int | None = None) -> BinaryIO | None:
         from ._streamlink import new_session, open_best
 
         # Ads: streamlink 8.6.3 always drops ad segments (TwitchHLSStreamWriter.should_filter_segment
@@ -45,7 +45,7 @@ class TwitchAdapter(Adapter):
         if token := os.environ.get(self.settings.token_env, "").strip():
             options["api-header"] = [("Authorization", f"OAuth {token}")]
         session = new_session(self.settings)
-        return open_best(session, self.channel.source, self.settings.quality, options)
+        return open_best(session, self.channel.source, self.settings.quality, options, resume=resume)
 
     def __repr__(self) -> str:
         return f"TwitchAdapter(name={self.channel.name!r}, source={self.channel.source!r})"

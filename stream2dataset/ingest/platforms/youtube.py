@@ -59,10 +59,10 @@ class YouTubeAdapter(Adapter):
         # A bare channel is its uploads tab; /streams is the past live streams.
         return f"{WWW}/{p.ident}/{'streams' if p.tab == 'streams' else 'videos'}"
 
-    def open_live(self) -> BinaryIO | None:
+    def open_live(self, resume: int | None = None) -> BinaryIO | None:
         from ._streamlink import new_session, open_best
 
-        return open_best(new_session(self.settings), self._url(live=True), self.settings.quality)
+        return open_best(new_session(self.settings), self._url(live=True), self.settings.quality, resume=resume)
 
     def fetch_videos(self, staging: Path, archive: set[str]) -> Iterator[VideoItem]:
         from . import _ytdlp
