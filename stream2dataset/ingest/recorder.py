@@ -5,6 +5,11 @@ runs it as a named Ray actor that Ray restarts when it dies. A restart calls `__
 which first recovers what the dead incarnation left: unfinished `.part` files are trimmed to their
 last whole packet and committed, or quarantined; committed files missing their manifest row get
 one. So no completed segment is ever lost or written twice.
+
+Media is never recorded twice either: the channel's `CommitMemory` (memory.py) outlives
+connections and restarts, a reconnect resumes at the last committed media sequence, and what the
+source replays is skipped. A connection that brought only replayed media is a stalled source:
+state `stalled`, with backoff. Errors of the media path back off; they never end the recorder.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import av
+
 from ..config import Config
 from ..dataset import frames_dir, read_frame_column, thumbnail_row, write_frames
 from ..errors import CorruptMedia, StreamError
 from ..storage import PART_SUFFIX, Storage
 from . import manifest
+from .memory import CommitMemory, Mark
 from .platforms import adapter_for
 from .recovery import recover_channel
-from .segments import CutSegment, MediaInfo, Segmenter, probe, sha256_file
+from .segments import CutSegment, MediaInfo, Segmenter, keyframe_marks, probe, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,12 @@ class ChannelRecorder:
         self._lock = threading.Lock()
         self._state = {"state": "starting", "since": _now(), "detail": "", "last_error": ""}
         self._totals = self._manifest_totals()
+        self._recorded = 0  # segments committed by this recorder (the totals count all of them)
+        self._replayed = 0  # GOPs skipped because they were committed before
+        live = self.channel.mode == "live"
+        self.memory = CommitMemory.load(self.storage, self.channel.name) if live else None
         self.recovered = self.recover()
+        self._recorded = 0  # what recovery committed was recorded by an earlier run
         self._thread = threading.Thread(target=self._run, name=f"rec-{channel_name}", daemon=True)
         if start:
             self._thread.start()
@@ -68,6 +81,7 @@ class ChannelRecorder:
             "channel": self.channel.name, "platform": self.channel.platform, "mode": self.channel.mode,
             **st, "since": st["since"].isoformat(timespec="seconds"),
             "segments": self._totals["segments"], "bytes": self._totals["bytes"] + open_bytes, "open_bytes": open_bytes,
+            "recorded": self._recorded, "replayed": self._replayed + (seg.replayed if (seg := self._segmenter) else 0),
             "recovered": self.recovered, "config_hash": self.config_hash,
         }
 
@@ -144,7 +158,7 @@ class ChannelRecorder:
             self._finish.clear()
             self._set("connecting")
             try:
-                stream = self.adapter.open_live()
+                stream = self.adapter.open_live(resume=self.memory.media_sequence)
             except StreamError as err:
                 self._set("backoff", f"retry in {backoff:g}s", error=str(err))
                 if self._sleep(backoff):
@@ -154,27 +168,38 @@ class ChannelRecorder:
                 self._set("offline", f"next check within {s.poll_interval_s:g}s")
                 self._poll_wait()
                 continue
-            before = self._totals["segments"]
-            outcome, error = self._record(stream)
-            if self._totals["segments"] > before:
+            before = self._recorded
+            outcome, error, replayed = self._record(stream)
+            if self._recorded > before:
                 backoff = s.backoff_initial_s  # the stream worked: start the backoff over
             if outcome in ("stopped", "finished"):
                 continue
-            detail = "stream ended" if outcome == "ended" else "stream dropped"
-            self._set("backoff", f"{detail}; retry in {backoff:g}s", error=error)
+            if self._recorded == before and replayed:
+                # Only media committed before came (a playlist that stopped advancing): no new
+                # segments, and no hammering the origin either.
+                self._set("stalled", f"no new media, only {replayed} GOP(s) already recorded; retry in {backoff:g}s",
+                          error=error)
+            else:
+                detail = {"ended": "stream ended", "dropped": "stream dropped"}.get(outcome, "recorder error")
+                self._set("backoff", f"{detail}; retry in {backoff:g}s", error=error)
             if self._sleep(backoff):
                 backoff = min(backoff * 2, s.backoff_max_s)
 
-    def _record(self, stream) -> tuple[str, str | None]:
+    def _record(self, stream) -> tuple[str, str | None, int]:
+        """One connection: (outcome, error, GOPs skipped as already recorded)."""
         self._stream = stream
-        self._segmenter = Segmenter(self._segment_path, self.settings.segment_seconds,
-                                    self._commit_cut, self._quarantine)
+        segmenter = self._segmenter = Segmenter(self._segment_path, self.settings.segment_seconds,
+                                                self._commit_cut, self._quarantine, memory=self.memory)
         self._set("recording")
         try:
-            return self._segmenter.run(stream, self._stop, self._finish), None
+            return segmenter.run(stream, self._stop, self._finish), None, segmenter.replayed
         except StreamError as err:
-            return "dropped", str(err)
+            return "dropped", str(err), segmenter.replayed
+        except Exception as err:  # a bug on the media path: its traceback goes to the log, the recorder goes on
+            log.exception("%s: recording failed", self.channel.name)
+            return "error", f"{type(err).__name__}: {err}", segmenter.replayed
         finally:
+            self._replayed += segmenter.replayed
             self._stream, self._segmenter = None, None
             stream.close()
 
@@ -191,19 +216,35 @@ class ChannelRecorder:
     # ------------------------------------------------------------------ commits
     def _commit(self, path: Path, start: datetime, end: datetime, info: MediaInfo, status: str,
                 source_id: str | None = None, title: str | None = None, nbytes: int | None = None,
-                sha256: str | None = None) -> None:
+                sha256: str | None = None, marks: tuple[Mark, ...] | None = None,
+                media_sequence: int | None = None) -> None:
         seg_id = self.storage.segment_id(self.channel.platform, self.channel.name, path.stem)
+        sha256 = sha256 or sha256_file(path)
+        if self.memory is not None:
+            # Remembered before the row is written: a crash in between leaves a file that recovery
+            # commits, never media that a restart records again.
+            self.memory.add(self._marks_of(path) if marks is None else marks, sha256, media_sequence)
         row = manifest.segment_row(
             segment_id=seg_id, channel=self.channel.name, platform=self.channel.platform,
             source=self.channel.source, path=path, storage=self.storage, start=start, end=end, info=info,
-            nbytes=nbytes if nbytes is not None else path.stat().st_size, sha256=sha256 or sha256_file(path),
+            nbytes=nbytes if nbytes is not None else path.stat().st_size, sha256=sha256,
             status=status, config_hash=self.config_hash, source_id=source_id, title=title)
         manifest.write_segment(self.storage, row)
         self._totals["segments"] += 1
         self._totals["bytes"] += row["bytes"]
+        self._recorded += 1
+
+    @staticmethod
+    def _marks_of(path: Path) -> list[Mark]:
+        """Keyframe marks of a file committed by recovery (it probed fine, so it demuxes)."""
+        try:
+            return keyframe_marks(path)
+        except (av.FFmpegError, OSError, ValueError):
+            return []
 
     def _commit_cut(self, cut: CutSegment) -> None:
-        self._commit(cut.path, cut.start, cut.end, cut.info, "ok", nbytes=cut.bytes, sha256=cut.sha256)
+        self._commit(cut.path, cut.start, cut.end, cut.info, cut.status, nbytes=cut.bytes, sha256=cut.sha256,
+                     marks=cut.marks, media_sequence=cut.media_sequence)
 
     def _quarantine(self, path: Path, reason: str) -> None:
         dest = self.storage.quarantine(path, reason)
@@ -315,5 +356,6 @@ class ChannelRecorder:
         if batch:
             write_frames(self.storage, batch, prefix="thumbnails")
             self._totals["segments"] += len(batch)
+            self._recorded += len(batch)
             self._totals["bytes"] += sum(len(r["image"]) for r in batch)
             batch.clear()

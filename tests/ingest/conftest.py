@@ -11,6 +11,7 @@ from stream2dataset.demo import SMALL_LAYOUT, build_demo_hls
 from stream2dataset.demo.footage import Layout
 
 from ..conftest import CACHE
+from .faulty_hls import FaultyOrigin
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +51,11 @@ def other_encoder() -> Path:
 
 def segment_files(footage: Path) -> list[Path]:
     return sorted(footage.glob("seg*.ts"))
+
+
+@pytest.fixture
+def origin(long_footage):
+    """A misbehaving live origin (faulty_hls.py) serving `long_footage`."""
+    server = FaultyOrigin(long_footage)
+    yield server
+    server.close()
