@@ -192,7 +192,9 @@ def record(channel: str, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 
     seconds = parse_duration(duration)
     cfg = load_config(config)
-    rec = ChannelRecorder(cfg, cfg.channel(channel).name)
+    name = cfg.channel(channel).name
+    rec = ChannelRecorder(cfg, name)
+    before = rec.status()["bytes"]  # the bar counts this run only, not what the channel had
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console) as progress:
         task = progress.add_task(channel, total=seconds, info="")
@@ -200,12 +202,15 @@ def record(channel: str, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
         try:
             while (elapsed := time.monotonic() - start) < seconds and not rec.wait(0.5):
                 st = rec.status()
-                progress.update(task, completed=elapsed,
-                                info=f"{st['state']} · {st['segments']} segments · {_human_bytes(st['bytes'])}")
+                progress.update(task, completed=elapsed, info=f"{st['state']} · {st['recorded']} segments · "
+                                                              f"{_human_bytes(st['bytes'] - before)}")
         finally:
+            last = rec.status()  # before stopping: why nothing came, if nothing did
             st = rec.stop()
-            progress.update(task, completed=seconds, info=f"{st['state']} · {st['segments']} segments")
-    console.print(segments_table(cfg, cfg.channel(channel).name))
+            progress.update(task, completed=seconds, info=f"{st['state']} · {st['recorded']} segments")
+    if not st["recorded"] and (rec.channel.mode == "live" or last["last_error"]):
+        raise UserError(f"nothing recorded from channel {name} in {duration}: {last['last_error'] or last['state']}")
+    console.print(segments_table(cfg, name))
 
 
 @app.command()
