@@ -8,6 +8,8 @@ import threading
 
 import pytest
 
+from stream2dataset.errors import CorruptMedia
+from stream2dataset.ingest import segments
 from stream2dataset.ingest.memory import CommitMemory
 from stream2dataset.ingest.segments import keyframe_marks
 
@@ -105,3 +107,22 @@ def test_a_bug_mid_segment_keeps_the_open_segment(footage, tmp_path):
         rec.seg.run(Chunked(data, fail_at=len(data) // 2), threading.Event())
     assert_committed(rec)  # committed (or salvaged), not deleted
     assert len(rec.cut) == 1 and rec.cut[0].info.packets >= 30
+
+
+def test_a_segment_that_fails_its_probe_keeps_its_whole_packets(footage, tmp_path, monkeypatch):
+    real_probe = segments.probe
+
+    def probe_refusing_parts(path):
+        if path.name.endswith(".part"):
+            raise CorruptMedia("no decodable video frame")
+        return real_probe(path)
+
+    monkeypatch.setattr(segments, "probe", probe_refusing_parts)
+    segs = segment_files(footage)
+    rec = Recorder(tmp_path, 2)
+    assert rec.seg.run(Chunked(concat(segs[:4])), threading.Event()) == "ended"
+    assert_committed(rec)
+    assert [s.status for s in rec.cut] == ["salvaged", "salvaged"] and rec.corrupt == []
+    assert [len(s.marks) for s in rec.cut] == [2, 2]  # the keyframes they kept are remembered
+    for cut, source in zip(rec.cut, (segs[:2], segs[2:4])):  # all but each stream's last packet
+        assert video_payloads(cut.path) == payloads(source)[:-1]
