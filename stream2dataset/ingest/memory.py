@@ -51,13 +51,11 @@ class CommitMemory:
     @classmethod
     def load(cls, storage: Storage, channel: str) -> CommitMemory:
         path = memory_path(storage, channel)
-        storage.pull(path.parent.relative_to(storage.root).as_posix())  # a recorder that moved node
+        storage.pull(path.relative_to(storage.root).as_posix())  # a recorder that moved node
         memory = cls(path)
         try:
             data = json.loads(path.read_text())
-        except FileNotFoundError:
-            return memory
-        except (OSError, ValueError):  # unreadable: start empty (it only saves re-recording)
+        except (OSError, ValueError):  # none yet, or unreadable: start empty (it only saves re-recording)
             return memory
         memory.marks = {k: s for k, s in data.get("marks", [])}
         memory.hashes = dict.fromkeys(data.get("hashes", []))

@@ -174,7 +174,7 @@ class ChannelRecorder:
                 backoff = s.backoff_initial_s  # the stream worked: start the backoff over
             if outcome in ("stopped", "finished"):
                 continue
-            if self._recorded == before and replayed:
+            if self._recorded == before and replayed and not getattr(stream, "finished", False):
                 # Only media committed before came (a playlist that stopped advancing): no new
                 # segments, and no hammering the origin either.
                 self._set("stalled", f"no new media, only {replayed} GOP(s) already recorded; retry in {backoff:g}s",

@@ -167,3 +167,17 @@ def test_a_restarted_recorder_does_not_record_again(tmp_path, origin):
     st = again.stop()
     assert st["replayed"] >= 1  # it started on the last committed segment, and skipped it
     assert_nothing_lost_or_twice(origin, storage)
+
+
+def test_an_ended_broadcast_is_ended_not_stalled_and_not_recorded_again(tmp_path, hls, footage):
+    url = hls.add_stream("cam", footage)
+    rec, storage = recorder_for(tmp_path, url, **FAST)
+    states = States(rec)
+    wait_for(lambda: rec.status()["recorded"] >= 1, 30, what="a first segment")
+    hls.set_state("cam", "ended")  # ENDLIST: each reconnect reads the closed playlist again
+    wait_for(lambda: rec.status()["replayed"] >= 4, 30, what="a closed playlist read again")
+    rec.stop()
+    states.stop()
+    assert "stalled" not in states.seen and "stream ended" in states.details["backoff"]
+    keys = committed_keys(storage)
+    assert len(keys) == len(set(keys))

@@ -98,6 +98,11 @@ def tracking_reader(base: type) -> type:
         def sequence_at(self, offset: int) -> int | None:
             return self.sequences.at(offset)
 
+        @property
+        def finished(self) -> bool:
+            """The playlist was closed (ENDLIST): the broadcast ended, it did not stall."""
+            return self.worker.playlist_end is not None
+
     Reader.__name__ = Reader.__qualname__ = f"Tracking{base.__name__}"
     return Reader
 

@@ -67,8 +67,9 @@ class Adapter(ABC):
         """Open the live stream as MPEG-TS bytes (`read(n)`, `close()`); None when offline.
 
         `resume`: the HLS media sequence of the last committed media, to start there if the
-        playlist still has it. The stream may offer `sequence_at(offset)`: the media sequence a
-        byte came from. Raises StreamError for network or platform errors (the recorder backs off).
+        playlist still has it. The stream may offer `sequence_at(offset)`, the media sequence a
+        byte came from, and `finished`, true once the source closed its playlist. Raises
+        StreamError for network or platform errors (the recorder backs off).
         """
         raise NotImplementedError(f"{self.platform} has no live mode")
 
