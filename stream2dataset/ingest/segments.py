@@ -356,7 +356,10 @@ class Segmenter:
                     if finish.is_set():
                         return "finished"
                     continue
-                if self._out is not None and pts - seg_start >= cut:
+                # Full length, or a media sequence gone back (an encoder restart): a new segment.
+                went_back = self._marks and None not in (mark.sequence, self._marks[-1].sequence) \
+                    and mark.sequence < self._marks[-1].sequence
+                if self._out is not None and (pts - seg_start >= cut or went_back):
                     self._commit()
                     if finish.is_set():
                         return "finished"

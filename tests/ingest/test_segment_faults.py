@@ -126,3 +126,28 @@ def test_a_segment_that_fails_its_probe_keeps_its_whole_packets(footage, tmp_pat
     assert [len(s.marks) for s in rec.cut] == [2, 2]  # the keyframes they kept are remembered
     for cut, source in zip(rec.cut, (segs[:2], segs[2:4])):  # all but each stream's last packet
         assert video_payloads(cut.path) == payloads(source)[:-1]
+
+
+class Sequenced(Chunked):
+    """A stream that tells the HLS media sequence of its bytes, like the streamlink reader."""
+
+    def __init__(self, parts: list[tuple[int, bytes]]):
+        super().__init__(b"".join(data for _, data in parts))
+        self.starts, start = [], 0
+        for seq, data in parts:
+            self.starts.append((start, seq))
+            start += len(data)
+
+    def sequence_at(self, offset: int) -> int:
+        return [seq for start, seq in self.starts if start <= offset][-1]
+
+
+def test_a_media_sequence_that_goes_back_starts_a_new_segment(footage, tmp_path):
+    segs = segment_files(footage)  # timestamps run on: only the numbers say the encoder restarted
+    parts = [(seq, f.read_bytes()) for seq, f in zip([10, 11, 0, 1], segs)]
+    rec = Recorder(tmp_path, 100)
+    assert rec.seg.run(Sequenced(parts), threading.Event()) == "ended"
+    assert_committed(rec)
+    assert [[m.sequence for m in s.marks] for s in rec.cut] == [[10, 11], [0, 1]]
+    assert [s.media_sequence for s in rec.cut] == [11, 1]
+    assert [p for s in rec.cut for p in video_payloads(s.path)] == payloads(segs[:4])
