@@ -45,6 +45,8 @@ FRAME_SCHEMA = pa.schema([
     ("dup_of", pa.string()),
     ("transforms", pa.list_(pa.string())),
     ("config_hash", pa.string()),
+    ("layout", pa.string()),          # the window's facecam layout: overlay | full_frame | unknown
+    ("layout_confidence", pa.float32()),
 ])
 
 
