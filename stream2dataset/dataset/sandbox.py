@@ -87,10 +87,13 @@ def check_links(root: str | Path) -> None:
 
 
 def _listing(folder: str) -> list[os.DirEntry]:
-    """The entries of `folder`; none if this process can neither list nor enter it (nor can a query)."""
+    """The entries of `folder`; none if it is gone (writers remove folders while we walk: staging,
+    trash) or if this process can neither list nor enter it (nor can a query)."""
     try:
         with os.scandir(folder) as entries:
             return list(entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
     except PermissionError:
         if os.access(folder, os.X_OK):  # enterable but not listable: a link inside could be named
             raise UnsafeLink(f"{folder} cannot be listed (permission denied) to check it for symbolic links; "

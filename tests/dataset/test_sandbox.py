@@ -2,9 +2,11 @@
 queries and Ctrl-C (issue 13, item 1). Real DuckDB, real files, real symbolic links."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -96,6 +98,28 @@ def test_the_link_check_costs_little_on_a_large_root(tmp_path):
     assert time.perf_counter() - t < 0.5
 
 
+def test_the_link_check_ignores_folders_removed_while_it_walks(tmp_path):
+    """Commits move staging to a trash folder that a background thread deletes, meanwhile."""
+    root, stop = tmp_path / "root", threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            trash = root / "dataset" / "_staging" / ".trash"
+            for i in range(20):
+                (trash / f"b{i}" / "seg" / "frames").mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    (root / "dataset").mkdir(parents=True)
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        for _ in range(200):
+            check_links(root)
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_duckdbs_temp_folder_is_private_and_not_readable(root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".tmp").mkdir()
@@ -121,6 +145,7 @@ def test_a_query_over_the_time_limit_stops_with_one_line(root):
 
 CLI = """
 import sys
+import threading
 from stream2dataset.cli import main
 sys.argv = ["stream2dataset", "sql", sys.argv[1]]
 print("started", flush=True)
