@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .config import DEFAULT_CONFIG_NAME, load_config
-from .errors import UserError
+from .errors import Interrupted, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Record Twitch/YouTube/HLS channels with Ray and turn them into datasets.")
@@ -336,7 +336,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g.
     from .dataset.stats import cell_text, rows, rows_csv, rows_json
 
     cfg = load_config(config)
-    result, more = run_sql(_dataset_root(cfg), query, limit or None)
+    result, more = run_sql(_dataset_root(cfg), query, limit or None, timeout_s=cfg.dataset.sql_timeout_s)
     note = f"first {result.num_rows} rows; --limit 0 for all" if more else f"{result.num_rows} rows"
     if fmt is not OutFormat.table:
         sys.stdout.write(rows_csv(result) if fmt is OutFormat.csv else rows_json(result) + "\n")
@@ -386,7 +386,7 @@ def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
     from .dataset.stats import dataset_stats, plot_stats
 
     cfg = load_config(config)
-    st = dataset_stats(_dataset_root(cfg))
+    st = dataset_stats(_dataset_root(cfg), timeout_s=cfg.dataset.sql_timeout_s)
     if fmt is StatsFormat.json:
         print(json.dumps(st, indent=1))
     else:
@@ -409,7 +409,8 @@ def preview(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
     from .dataset.stats import preview_sheet
 
     cfg = load_config(config)
-    path, count = preview_sheet(_dataset_root(cfg), where, out, n=n, include_dups=include_all)
+    path, count = preview_sheet(_dataset_root(cfg), where, out, n=n, include_dups=include_all,
+                                timeout_s=cfg.dataset.sql_timeout_s)
     console.print(f"wrote {path}: {count} frames")
 
 
@@ -437,7 +438,8 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 @app.command()
 def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_', '-'")],
              config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
-             where: Annotated[Optional[str], typer.Option(help="SQL condition on frames, e.g. \"channel = 'x'\"")] = None,
+             where: Annotated[Optional[str], typer.Option(help="one condition on a frame's own columns (no subqueries), "
+                                                              "e.g. \"channel = 'x' AND kind = 'face'\"")] = None,
              ) -> None:
     """Freeze the dataset as it is now (exact shard files, sha256, the filter) for training to pin."""
     from .dataset.snapshots import create_snapshot
@@ -445,7 +447,7 @@ def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_'
 
     cfg = load_config(config)
     with console.status("hashing the shards..."):
-        m = create_snapshot(Storage.of(cfg), name, where)
+        m = create_snapshot(Storage.of(cfg), name, where, timeout_s=cfg.dataset.sql_timeout_s)
     files = sum(len(v) for v in m["files"].values())
     console.print(f"snapshot {name}: {m['frames']:,} frames{' where ' + m['where'] if m['where'] else ''}, "
                   f"{files} files pinned -> {Storage.of(cfg).where}/snapshots/{name}.json")
@@ -462,8 +464,11 @@ def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     for col in ("name", "created (UTC)", "frames", "files", "where"):
         table.add_column(col, justify="right" if col in ("frames", "files") else "left")
     for m in list_snapshots(Storage.of(cfg)):
-        table.add_row(m["name"], m["created"][:19], f"{m['frames']:,}", str(sum(len(v) for v in m["files"].values())),
-                      m["where"] or "")
+        if "error" in m:  # a broken file is named, and the others still listed
+            table.add_row(escape(m["name"]), "[red]broken[/red]", "", "", escape(m["error"]))
+            continue
+        table.add_row(escape(m["name"]), m["created"][:19], f"{m['frames']:,}",
+                      str(sum(len(v) for v in m["files"].values())), escape(m["where"] or ""))
     console.print(table)
 
 
@@ -498,7 +503,7 @@ def main() -> None:
     except UserError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(130 if isinstance(err, Interrupted) else 2)
     except _CLICK_ERRORS as err:
         if isinstance(err, (click.exceptions.NoArgsIsHelpError, _typer_click.NoArgsIsHelpError)):
             print(err.ctx.get_help(), file=sys.stderr)

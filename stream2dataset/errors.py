@@ -14,6 +14,10 @@ class UserError(S2DError):
     """Something the operator can fix; the message says what and how, on one line."""
 
 
+class Interrupted(UserError):
+    """The operator stopped a command (Ctrl-C): one line, exit status 130."""
+
+
 class ConfigError(UserError):
     """The config file is missing, unreadable or invalid."""
 

@@ -30,7 +30,7 @@ from typing import Iterator
 import duckdb
 
 from ..config import DatasetConfig
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 
 __all__ = ["DEFAULT_TIMEOUT_S", "QueryInterrupted", "QueryTimeout", "UnsafeLink", "check_links", "connect",
            "lock_down", "time_limit"]
@@ -46,7 +46,7 @@ class QueryTimeout(UserError):
     """A query ran longer than `dataset.sql_timeout_s`."""
 
 
-class QueryInterrupted(UserError):
+class QueryInterrupted(Interrupted):
     """Ctrl-C during a query."""
 
 

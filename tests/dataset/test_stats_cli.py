@@ -152,3 +152,26 @@ def test_the_installed_command(root):
     out = run("sql", "SELECT channel, frames_kept FROM channels")
     assert out.returncode == 0 and [x.split() for x in out.stdout.splitlines() if x.strip()][2:5] == [
         ["a", "11"], ["b", "5"], ["2", "rows"]]
+
+
+def test_sql_command_stops_at_the_configured_time_limit(cli, tmp_path):
+    base = tmp_path / "slow"
+    make_root(base / "data")
+    (base / "stream2dataset.yaml").write_text("storage:\n  root: data\ndataset:\n  sql_timeout_s: 0.5\n")
+    join = "SELECT count(*) FROM range(100000) a, range(100000) b, range(100000) c WHERE a.range + b.range = c.range"
+    done = cli(base / "data", "sql", join)
+    assert done.returncode == 2 and "dataset.sql_timeout_s = 0.5 s" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_snapshots_command_names_a_broken_file_and_lists_the_others(cli, tmp_path):
+    base = tmp_path / "snaps"
+    make_root(base / "data")
+    (base / "stream2dataset.yaml").write_text("storage:\n  root: data\n")
+    assert cli(base / "data", "snapshot", "good-v1", "--where", "channel = 'a'").returncode == 0
+    (base / "data" / "snapshots" / "cut.json").write_text('{"name": "cut", "crea')
+    done = cli(base / "data", "snapshots")
+    assert done.returncode == 0, done.stderr
+    assert "good-v1" in done.stdout and "cut" in done.stdout and "broken" in done.stdout
+    refused = cli(base / "data", "snapshot", "x", "--where", "true UNION ALL SELECT 0")
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
