@@ -44,7 +44,7 @@ class CommitMemory:
     def __init__(self, path: Path | None = None):
         self.path = path  # None: kept in memory only
         self.marks: dict[str, int | None] = {}  # key -> media sequence (None: unknown); insertion-ordered
-        self.hashes: dict[str, None] = {}
+        self.hashes: dict[str, int | None] = {}  # segment sha256 -> media sequence of its end
         self.media_sequence: int | None = None  # of the newest committed media, when known
         self.pts: int | None = None  # of the newest committed keyframe
 
@@ -55,23 +55,21 @@ class CommitMemory:
         memory = cls(path)
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):  # none yet, or unreadable: start empty (it only saves re-recording)
-            return memory
-        memory.marks = {k: s for k, s in data.get("marks", [])}
-        memory.hashes = dict.fromkeys(data.get("hashes", []))
-        memory.media_sequence, memory.pts = data.get("media_sequence"), data.get("pts")
+            memory.marks = {k: s for k, s in data["marks"]}
+            memory.hashes = {h: s for h, s in data["hashes"]}
+            memory.media_sequence, memory.pts = data["media_sequence"], data["pts"]
+        except (OSError, ValueError, TypeError, KeyError):  # none yet, or unreadable: start empty
+            return cls(path)  # (the memory only saves recording things again)
         return memory
 
     def seen(self, mark: Mark) -> bool:
         """Whether this keyframe is committed already: the same PTS and bytes, and the same media
         sequence unless either side does not know it (a segment salvaged after a crash)."""
-        if mark.key not in self.marks:
-            return False
-        seq = self.marks[mark.key]
-        return seq is None or mark.sequence is None or seq == mark.sequence
+        return _same(self.marks, mark.key, mark.sequence)
 
-    def has_hash(self, sha256: str) -> bool:
-        return sha256 in self.hashes
+    def has_hash(self, sha256: str, media_sequence: int | None) -> bool:
+        """Whether a file of these very bytes is committed, by the same rule as `seen`."""
+        return _same(self.hashes, sha256, media_sequence)
 
     def add(self, marks: Iterable[Mark], sha256: str | None, media_sequence: int | None = None) -> None:
         for m in marks:
@@ -80,7 +78,7 @@ class CommitMemory:
             self.pts = int(m.key.split(":", 1)[0])
         if sha256:
             self.hashes.pop(sha256, None)
-            self.hashes[sha256] = None
+            self.hashes[sha256] = media_sequence
         if media_sequence is not None:
             self.media_sequence = media_sequence
         for table, cap in ((self.marks, MAX_MARKS), (self.hashes, MAX_HASHES)):
@@ -92,5 +90,17 @@ class CommitMemory:
         if self.path is None:
             return
         data = {"version": 1, "media_sequence": self.media_sequence, "pts": self.pts,
-                "marks": [[k, s] for k, s in self.marks.items()], "hashes": list(self.hashes)}
+                "marks": [[k, s] for k, s in self.marks.items()], "hashes": [[h, s] for h, s in self.hashes.items()]}
         atomic_write_bytes(self.path, json.dumps(data, separators=(",", ":")).encode())
+
+
+def _same(table: dict[str, int | None], key: str, sequence: int | None) -> bool:
+    if key not in table:
+        return False
+    known = table[key]
+    if known is None and sequence is not None:
+        # Salvaged after a crash, then replayed by the restarted recorder: from now on it has
+        # this number, so the same footage broadcast again later (a loop) is not taken for it.
+        table[key] = sequence
+        return True
+    return known is None or sequence is None or known == sequence

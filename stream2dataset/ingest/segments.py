@@ -446,7 +446,8 @@ class Segmenter:
         with open(part, "rb") as f:
             os.fsync(f.fileno())  # durable before it becomes visible
         size, digest = part.stat().st_size, sha256_file(part)
-        if self.memory is not None and self.memory.has_hash(digest):
+        seq = self._sequence_at(self._last_pos) if self._sequence_at and self._last_pos >= 0 else None
+        if self.memory is not None and self.memory.has_hash(digest, seq):
             part.unlink(missing_ok=True)  # these very bytes are committed already
             self.replayed += 1
             return
@@ -454,5 +455,4 @@ class Segmenter:
             os.replace(part, final)
         self.segments += 1
         self.bytes_written += size
-        seq = self._sequence_at(self._last_pos) if self._sequence_at and self._last_pos >= 0 else None
         self.on_segment(CutSegment(final, start, end, info, size, digest, status, tuple(marks), seq))
