@@ -35,7 +35,7 @@ SEGMENT_SCHEMA = pa.schema([
     ("fps", pa.float32()),
     ("audio_codec", pa.string()),
     ("sha256", pa.string()),
-    ("status", pa.string()),          # ok | salvaged (trimmed after a crash)
+    ("status", pa.string()),          # ok | salvaged (its whole packets kept, after a crash or damage)
     ("config_hash", pa.string()),
     ("recorded_at", _TS),
 ])

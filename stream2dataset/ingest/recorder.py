@@ -174,15 +174,18 @@ class ChannelRecorder:
                 backoff = s.backoff_initial_s  # the stream worked: start the backoff over
             if outcome in ("stopped", "finished"):
                 continue
+            wait = backoff
             if self._recorded == before and replayed and not getattr(stream, "finished", False):
                 # Only media committed before came (a playlist that stopped advancing): no new
-                # segments, and no hammering the origin either.
-                self._set("stalled", f"no new media, only {replayed} GOP(s) already recorded; retry in {backoff:g}s",
+                # segments, and no hammering the origin either; but a stall may end any moment and
+                # the playlist forgets fast, so it is checked at least as often as an offline channel.
+                wait = min(backoff, s.poll_interval_s)
+                self._set("stalled", f"no new media, only {replayed} GOP(s) already recorded; retry in {wait:g}s",
                           error=error)
             else:
                 detail = {"ended": "stream ended", "dropped": "stream dropped"}.get(outcome, "recorder error")
-                self._set("backoff", f"{detail}; retry in {backoff:g}s", error=error)
-            if self._sleep(backoff):
+                self._set("backoff", f"{detail}; retry in {wait:g}s", error=error)
+            if self._sleep(wait):
                 backoff = min(backoff * 2, s.backoff_max_s)
 
     def _record(self, stream) -> tuple[str, str | None, int]:
