@@ -89,20 +89,23 @@ class Supervisor:
         try:
             segments = pending_segments(Storage.of(cfg))
             self.processing["backlog"] = len(segments)  # segments waiting: shows whether processing keeps up
+            last = ""
             if segments:
                 self.processing.update(state="running", since=time.time(), segments=len(segments))
                 report = process(cfg, segments)
-                self.processing.update(last=f"{report['segments']} segments, {report['kept']} crops kept", error="")
+                last = f"{report['segments']} segments, {report['kept']} crops kept"
                 if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: relink near-duplicates
                     from ..dataset.dedup_pass import dedup_dataset
 
                     self.processing.update(state="dedup", since=time.time())
                     links = dedup_dataset(Storage.of(cfg), cfg.dataset.dedup_radius)
-                    self.processing["last"] += f", {links['linked']} cross-segment duplicates"
+                    last += f", {links['linked']} cross-segment duplicates"
             if cfg.retention.raw_keep_hours is not None:  # raw files may go once processed
                 removed = prune_raw(Storage.of(cfg), cfg.retention.raw_keep_hours)
                 if removed:
                     log.info("retention: deleted %d processed raw segments", len(removed))
+            if last:  # published once the whole round (retention included) is done
+                self.processing.update(last=last, error="")
         except Exception as err:  # noqa: BLE001 - shown in status; the next round retries
             log.exception("processing failed")
             self.processing["error"] = f"{type(err).__name__}: {err}"
