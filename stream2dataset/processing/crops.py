@@ -66,6 +66,9 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
         mine = [f for f in good if centre_inside(f.box, near)]
         outside = bool(good) and not mine
         good = mine
+    elif cam.kind == "unknown" and cam.reason != "not_estimated":  # no streamer face known: any
+        outside = bool(good)                                           # face may be the content's
+        good = []
     else:
         outside = False
     face = max(good, key=lambda f: f.box[2] * f.box[3]) if good else None
@@ -81,7 +84,9 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
     for kind in cfg.outputs:
         if kind in FACE_KINDS:
             if face is None:
-                drops.append("face_outside_facecam" if outside else "low_score" if faces else "no_face")
+                drops.append("facecam_not_found" if cam.kind == "unknown" and cam.reason != "not_estimated"
+                             and cam.face is None else
+                             "face_outside_facecam" if outside else "low_score" if faces else "no_face")
                 continue
             if kind == "facecam":
                 if cam.kind not in ("overlay", "full_frame") or cam.box is None:

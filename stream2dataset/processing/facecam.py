@@ -28,6 +28,8 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 
+from .detect import centre_inside
+
 Box = tuple[int, int, int, int]  # x, y, w, h in source pixels
 
 EDGE_LEVEL = 14          # grey-level step (max over RGB) that counts as an edge
@@ -37,11 +39,20 @@ SIDE_CONTINUITY = 0.8    # fraction of a side's length that must be edge
 CANDIDATES = 12          # lines considered per side, nearest to the face first
 MIN_CAM_OVER_FACE = 1.3  # a facecam is wider and taller than the face by at least this
 TRACK_MIN_PRESENCE = 0.3  # a streamer's face is in at least this share of the sampled frames
-FULL_FRAME_FACE = 0.1    # an all-webcam face is at least this share of the frame's width
+FULL_FRAME_FACE = 0.15   # an all-webcam face is at least this share of the frame's width (tune: webcams 0.19-0.38, faces in a facecam 0.09-0.14)
 FULL_FRAME_AREA = 0.9    # an "overlay" this big is the whole frame (a source's black bar)
 RECTANGLES_SCORED = 12   # the smallest closed rectangles compared by their activity step
 FULL_FRAME_SCORE = 0.75  # an all-webcam face scores this (cartoon faces in content: 0.5-0.65)
 MIN_CONFIDENCE = 0.5     # below this an overlay is not trusted: the layout is unknown
+CORNER_SKIP = 0.12       # share of each side's ends not counted when no rectangle closes (rounded corners)
+GROW_MAX = 0.35          # a side moves out by at most this share of the box ...
+GROW_CONTINUITY = 0.6   # ... to a line this continuous (the step backs it) ...
+GROW_SAME = 0.25         # ... over a strip whose activity is like the inside's ...
+GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger
+SEED_PX = 32             # the face-free overlay search: small seeds on a grid ...
+SEED_STEP = (120, 80)    # ... spaced so that any facecam >= 160x120 holds one whole seed
+SEED_CANDIDATES = 4      # lines per side from a seed (a face's search takes CANDIDATES)
+MIN_OVERLAY = (140, 100)  # the smallest rectangle the face-free search calls an overlay
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,7 @@ class FacecamEstimate:
     faces_found: float       # fraction of frames with the streamer's face
     confidence: float = 0.0  # how sure the layout is, 0..1
     reason: str = ""         # why the layout is unknown
+    candidate: Box | None = None  # an overlay rectangle found with no face track in it (look there)
 
 
 @dataclass(frozen=True)
@@ -143,7 +155,8 @@ def _widen(edges: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _candidates(loose: np.ndarray, exact: np.ndarray, positions: np.ndarray, boundary: int) -> list[int]:
+def _candidates(loose: np.ndarray, exact: np.ndarray, positions: np.ndarray, boundary: int,
+                limit: int = CANDIDATES) -> list[int]:
     """Lines that are edges along the face's span, nearest first, one per run of neighbours.
 
     `loose` is the widened profile (a line qualifies), `exact` the raw one (where in its run of
@@ -158,7 +171,7 @@ def _candidates(loose: np.ndarray, exact: np.ndarray, positions: np.ndarray, bou
         if run:
             picked.append(max(run, key=lambda q: exact[q]))
             run = []
-            if len(picked) == CANDIDATES:
+            if len(picked) == limit:
                 break
         if p >= 0 and loose[p] >= SIDE_CONTINUITY:
             run = [p]
@@ -192,7 +205,8 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
     return min(steps) if steps else 0.0
 
 
-def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None) -> tuple[Box, float] | None:
+def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None,
+               limit: int = CANDIDATES, skip: float = 0.0) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
     or with `act` (the activity map) the one whose sides best separate independent content."""
     vx, vy, exact_x, exact_y, cx, cy = maps
@@ -204,16 +218,18 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     # Lines that are edges along the face's own span: the overlay's borders must cross it.
     col, col_exact = vx[fy0:fy1].mean(axis=0), exact_x[fy0:fy1].mean(axis=0)
     row, row_exact = vy[:, fx0:fx1].mean(axis=1), exact_y[:, fx0:fx1].mean(axis=1)
-    lefts = _candidates(col, col_exact, np.arange(fx0 - 1, 0, -1), 0)
-    rights = _candidates(col, col_exact, np.arange(fx1 + 1, w), w)
-    tops = _candidates(row, row_exact, np.arange(fy0 - 1, 0, -1), 0)
-    bottoms = _candidates(row, row_exact, np.arange(fy1 + 1, h), h)
+    lefts = _candidates(col, col_exact, np.arange(fx0 - 1, 0, -1), 0, limit)
+    rights = _candidates(col, col_exact, np.arange(fx1 + 1, w), w, limit)
+    tops = _candidates(row, row_exact, np.arange(fy0 - 1, 0, -1), 0, limit)
+    bottoms = _candidates(row, row_exact, np.arange(fy1 + 1, h), h, limit)
 
-    def vertical(x: int, y0: int, y1: int) -> float:
-        return 1.0 if x in (0, w) else (cx[y1, x] - cx[y0, x]) / (y1 - y0)
+    def vertical(x: int, y0: int, y1: int) -> float:  # a rounded corner's arc is not the side's
+        m = int(skip * (y1 - y0))
+        return 1.0 if x in (0, w) else (cx[y1 - m, x] - cx[y0 + m, x]) / (y1 - y0 - 2 * m)
 
     def horizontal(y: int, x0: int, x1: int) -> float:
-        return 1.0 if y in (0, h) else (cy[y, x1] - cy[y, x0]) / (x1 - x0)
+        m = int(skip * (x1 - x0))
+        return 1.0 if y in (0, h) else (cy[y, x1 - m] - cy[y, x0 + m]) / (x1 - x0 - 2 * m)
 
     valid: list[tuple[int, float, Box]] = []
     for x0, x1, y0, y1 in product(lefts, rights, tops, bottoms):
@@ -226,34 +242,114 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     if not valid:
         return None
     valid.sort(key=lambda v: v[0])
-    if act is None:
-        return valid[0][2], valid[0][1]
-    # Of the closed rectangles, the one whose sides separate independent content: a line inside
-    # a near-still webcam picture is as steady as its border, but the activity is alike across it.
-    best = None
-    for area, weakest, box in valid[:RECTANGLES_SCORED]:
-        contrast = _side_contrast(act, box)
-        if box != (0, 0, w, h) and (best is None or contrast > best[0] + 0.1):
-            best = (contrast, weakest, box)
-    return (best[2], best[1]) if best else (valid[0][2], valid[0][1])
+    area, weakest, box = valid[0]
+    if act is not None:
+        box, weakest = _grow(box, weakest, act, (lefts, rights, tops, bottoms), vertical, horizontal, (w, h))
+    return box, weakest
+
+
+def _line_step(act: np.ndarray, axis: int, at: int, lo: int, hi: int, inside_after: bool,
+               band: int = 6, gap: int = 3) -> float:
+    """The activity step across a line (a column `at` for axis 1, a row for axis 0) over lo..hi:
+    |inside - outside| / (inside + outside + 1), over bands just either side of it."""
+    n = act.shape[1 - axis]
+    after = (max(0, min(n, at + gap)), max(0, min(n, at + gap + band)))
+    before = (max(0, at - gap - band), max(0, at - gap))
+    if after[1] <= after[0] or before[1] <= before[0]:
+        return 1.0  # the frame's own border
+    pick = (lambda a, b: act[lo:hi, a:b]) if axis == 1 else (lambda a, b: act[a:b, lo:hi])
+    inner, outer = (pick(*after), pick(*before)) if inside_after else (pick(*before), pick(*after))
+    if not inner.size or not outer.size:
+        return 0.0
+    a, b = float(inner.mean()), float(outer.mean())
+    return abs(a - b) / (a + b + 1.0)
+
+
+def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal, size) -> tuple[Box, float]:
+    """Move a side out to the next line that still closes the rectangle when the activity step
+    across the new line is clearly bigger than across the old one: a steady line inside a
+    near-still webcam picture (a photo's edge) has the same activity on both of its sides, the
+    webcam's true border separates two independent sources (the brief's temporal-statistics cue)."""
+    w, h = size
+    x0, y0, bw, bh = box
+    x1, y1 = x0 + bw, y0 + bh
+    lefts, rights, tops, bottoms = lines
+    for side in range(4):
+        if side == 0:
+            options, cur = sorted((l for l in lefts if l < x0), reverse=True), x0
+        elif side == 1:
+            options, cur = sorted(r for r in rights if r > x1), x1
+        elif side == 2:
+            options, cur = sorted((t for t in tops if t < y0), reverse=True), y0
+        else:
+            options, cur = sorted(b for b in bottoms if b > y1), y1
+        axis = 1 if side < 2 else 0
+        lo, hi = (y0, y1) if axis == 1 else (x0, x1)
+        here = _line_step(act, axis, cur, lo, hi, inside_after=side in (0, 2))
+        limit = GROW_MAX * (bw if axis == 1 else bh)
+        inner = float((act[y0:y1, x0:x1]).mean())
+        best = None
+        for new in [o for o in options if o not in (0, w, h)][:3]:  # a frame border has no step to measure
+            if abs(new - cur) > limit:
+                break
+            nx0, nx1, ny0, ny1 = (new if side == 0 else x0), (new if side == 1 else x1), \
+                (new if side == 2 else y0), (new if side == 3 else y1)
+            k = min(vertical(nx0, ny0, ny1), vertical(nx1, ny0, ny1), horizontal(ny0, nx0, nx1), horizontal(ny1, nx0, nx1))
+            if k < GROW_CONTINUITY:
+                continue
+            there = _line_step(act, axis, new, lo, hi, inside_after=side in (0, 2))
+            # the strip gained must be the webcam's own content (a border's flat colour is not)
+            a, b = sorted((cur, new))
+            strip = float((act[lo:hi, a:b] if axis == 1 else act[a:b, lo:hi]).mean())
+            same = abs(strip - inner) / (strip + inner + 1.0) <= GROW_SAME
+            if same and there >= here + GROW_STEP and (best is None or there > best[0]):
+                best = (there, nx0, nx1, ny0, ny1, k)
+        if best:
+            _, x0, x1, y0, y1, k = best
+            weakest = min(weakest, k)
+            bw, bh = x1 - x0, y1 - y0
+    return (x0, y0, x1 - x0, y1 - y0), weakest
+
+
+def overlay_rectangles(maps: tuple[np.ndarray, ...]) -> list[tuple[Box, float]]:
+    """Closed rectangles of persistent edges anywhere in the frame, found without a face: from
+    small seeds on a grid. An overlay whose face the detector misses (a small or near-still
+    webcam) still has its borders; a stream with one is not an all-webcam stream."""
+    h, w = maps[0].shape
+    found: dict[Box, float] = {}
+    for cy in range(SEED_PX // 2 + 16, h - SEED_PX // 2, SEED_STEP[1]):
+        for cx in range(SEED_PX // 2 + 24, w - SEED_PX // 2, SEED_STEP[0]):
+            seed = (cx - SEED_PX // 2, cy - SEED_PX // 2, SEED_PX, SEED_PX)
+            for skip in (0.0, CORNER_SKIP):
+                got = _rectangle(maps, seed, limit=SEED_CANDIDATES, skip=skip)
+                if got is None:
+                    continue
+                box, weakest = got
+                if box[2] >= MIN_OVERLAY[0] and box[3] >= MIN_OVERLAY[1] and box[2] * box[3] < FULL_FRAME_AREA * w * h:
+                    found[box] = max(weakest, found.get(box, 0.0))
+                    break
+    return sorted(found.items(), key=lambda kv: -kv[1])
 
 
 def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
     """The window's layout from sampled RGB frames and their detected faces (`Face`s or boxes)."""
     n = len(frames)
-    tracks = [t for t in face_tracks(faces, n) if t.presence >= TRACK_MIN_PRESENCE]
-    if not tracks:
-        return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track")
     h, w = frames[0].shape[:2]
+    tracks = [t for t in face_tracks(faces, n) if t.presence >= TRACK_MIN_PRESENCE]
     exact_x, exact_y = static_edges(frames)
     vx, vy = _widen(exact_x, 1), _widen(exact_y, 0)
     cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
     cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
     maps = (vx, vy, exact_x, exact_y, cx, cy)
+    if not tracks:
+        rects = overlay_rectangles(maps)
+        return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track", rects[0][0] if rects else None)
     act = activity(frames)
     scored = []
     for t in tracks[:3]:
-        found = _rectangle(maps, t.box)
+        found = _rectangle(maps, t.box, act)
+        if found is None or found[0] == (0, 0, w, h):
+            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP)
         if found is None or found[0] == (0, 0, w, h):
             continue
         box, weakest = found
@@ -263,16 +359,30 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
             * min(1.0, t.presence / 0.6)
         scored.append((conf * t.score, conf, t, box, weakest))
     top = tracks[0]
-    if scored:
-        _, conf, t, box, weakest = max(scored, key=lambda s: s[0])
-        if conf >= MIN_CONFIDENCE and box[2] * box[3] < FULL_FRAME_AREA * w * h:
-            return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
-        if conf >= MIN_CONFIDENCE:  # a source's own black bar makes a frame-sized "overlay"
-            return FacecamEstimate("full_frame", (0, 0, w, h), t.box, 1.0, t.presence, round(conf, 3))
-    # All webcam: one big face that no rectangle encloses, and no other steady face (a streamer's
-    # face beside a big cartoon face in the content is not an all-webcam stream).
+    best = max(scored, key=lambda s: s[0]) if scored else None
+    if best and best[1] >= MIN_CONFIDENCE and best[3][2] * best[3][3] < FULL_FRAME_AREA * w * h:
+        _, conf, t, box, weakest = best
+        return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+    # All webcam only when positively recognised: no overlay rectangle anywhere (a webcam whose
+    # face the detector missed still has its borders, and then the steady face is the content's,
+    # e.g. a cartoon's), and one big steady face that no other steady face rivals.
+    rects = overlay_rectangles(maps)
+    for t in tracks[:3]:  # the face's own search missed a border that a seed's closed
+        holding = [(b, k) for b, k in rects if centre_inside(t.box, b)
+                   and b[2] >= MIN_CAM_OVER_FACE * t.box[2] and b[3] >= MIN_CAM_OVER_FACE * t.box[3]]
+        if holding:
+            box, weakest = min(holding, key=lambda r: r[0][2] * r[0][3])
+            conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
+                       + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, t.presence / 0.6)
+            if conf >= MIN_CONFIDENCE:
+                return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+    if rects:
+        return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0])
+    if best and best[1] >= MIN_CONFIDENCE:  # a source's own black bar makes a frame-sized "overlay"
+        _, conf, t, box, weakest = best
+        return FacecamEstimate("full_frame", (0, 0, w, h), t.box, 1.0, t.presence, round(conf, 3))
     rivals = [t for t in tracks[1:] if t.presence >= 0.5 and t.box[2] < 0.6 * top.box[2]]
-    if top.box[2] >= FULL_FRAME_FACE * w and top.score >= FULL_FRAME_SCORE and not rivals:
+    if top.box[2] >= FULL_FRAME_FACE * w and top.score >= FULL_FRAME_SCORE and top.presence >= 0.5 and not rivals:
         return FacecamEstimate("full_frame", (0, 0, w, h), top.box, 1.0, top.presence,
                                round(min(1.0, top.presence / 0.6), 3))
     return FacecamEstimate("unknown", None, top.box, 0.0, top.presence, 0.0, "no_rectangle")

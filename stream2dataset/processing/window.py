@@ -60,7 +60,15 @@ def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_fac
     pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), FACECAM_FRAMES)).astype(int))
     found = {int(i): detector.detect(images[i]) for i in pick}
     lap("detect")
-    cam = estimate_facecam([images[i] for i in found], list(found.values()))
+    picked = [images[i] for i in found]
+    cam = estimate_facecam(picked, list(found.values()))
+    if cam.kind == "unknown" and cam.candidate is not None:
+        # An overlay's borders closed with no face track in them: look inside on its own (a
+        # small or near-still webcam's face is too few pixels in the whole-frame views).
+        for i, img in zip(list(found), picked):
+            found[i] = nms(found[i] + detector.detect_in(img, cam.candidate))
+        again = estimate_facecam(picked, list(found.values()))
+        cam = again if again.kind == "overlay" else cam
     lap("facecam")
     if cam.kind == "overlay":
         faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]
