@@ -31,7 +31,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from stream2dataset.config import ProcessingConfig
+from stream2dataset.config import ProcessingConfig, StorageConfig
 from stream2dataset.demo.footage import Layout, build_demo_hls
 from stream2dataset.processing.decode import video_info
 from stream2dataset.processing.pipeline import file_segments, plan_windows
@@ -86,7 +86,7 @@ def run_processor(path: Path, cfg: ProcessingConfig, window_s: float, each=None)
     from stream2dataset.processing.window import WindowProcessor
 
     with tempfile.TemporaryDirectory() as root:
-        proc = WindowProcessor(cfg, root, "bench")
+        proc = WindowProcessor(cfg, StorageConfig(root=Path(root)), "bench")  # the window writes through a Storage
         windows, failed = plan_windows(file_segments([path]), window_s)
         assert not failed, failed
         cpu0, t0, out = cpu_self(), time.perf_counter(), []
