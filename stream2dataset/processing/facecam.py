@@ -45,7 +45,7 @@ RECTANGLES_SCORED = 12   # the smallest closed rectangles compared by their acti
 FULL_FRAME_SCORE = 0.75  # an all-webcam face scores this (cartoon faces in content: 0.5-0.65)
 MIN_CONFIDENCE = 0.5     # below this an overlay is not trusted: the layout is unknown
 CORNER_SKIP = 0.12       # share of each side's ends not counted when no rectangle closes (rounded corners)
-GROW_MAX = 0.35          # a side moves out by at most this share of the box ...
+GROW_MAX = 0.5          # a side moves out by at most this share of the box ...
 GROW_CONTINUITY = 0.6   # ... to a line this continuous (the step backs it) ...
 GROW_SAME = 0.25         # ... over a strip whose activity is like the inside's ...
 GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger
@@ -253,7 +253,7 @@ def _line_step(act: np.ndarray, axis: int, at: int, lo: int, hi: int, inside_aft
                band: int = 6, gap: int = 3) -> float:
     """The activity step across a line (a column `at` for axis 1, a row for axis 0) over lo..hi:
     |inside - outside| / (inside + outside + 1), over bands just either side of it."""
-    n = act.shape[1 - axis]
+    n = act.shape[axis]
     after = (max(0, min(n, at + gap)), max(0, min(n, at + gap + band)))
     before = (max(0, at - gap - band), max(0, at - gap))
     if after[1] <= after[0] or before[1] <= before[0]:
