@@ -12,11 +12,15 @@ the game, and the dataset wants that whole window. Three cues find it:
   game's, so along a true side the activity (mean frame-to-frame change) differs across it.
 
 Candidate lines are the columns/rows around the face that are edges along most of the face's span
-(plus the frame's own borders); the facecam is the smallest rectangle around the face whose four
-sides are continuous edges. It is scored (`confidence`), and the window's layout is `overlay`,
-`full_frame` (no rectangle closes and the face is big: an all-webcam stream, positively
-recognised) or `unknown` (no face, or no rectangle one can trust): an unknown layout stores no
-facecam crop (`facecam_not_found`).
+(plus the frame's own borders); the facecam starts as the smallest rectangle around the face whose
+four sides are continuous edges (a rounded corner's arc not counted when nothing else closes),
+and a side moves out to a further closing line when the activity steps across that line and not
+across the nearer one (a near-still webcam picture's own lines). Rectangles are also searched
+without a face, from seeds on a grid: an overlay whose face the detector missed still has its
+borders (the window then looks for the face inside it). It is scored (`confidence`), and the
+window's layout is `overlay`, `full_frame` (an all-webcam stream, positively recognised: no
+overlay rectangle anywhere, and one big steady face) or `unknown` (no face, or no rectangle one
+can trust): an unknown layout stores no facecam crop (`facecam_not_found`).
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ SIDE_CONTINUITY = 0.8    # fraction of a side's length that must be edge
 CANDIDATES = 12          # lines considered per side, nearest to the face first
 MIN_CAM_OVER_FACE = 1.3  # a facecam is wider and taller than the face by at least this
 TRACK_MIN_PRESENCE = 0.3  # a streamer's face is in at least this share of the sampled frames
-FULL_FRAME_FACE = 0.15   # an all-webcam face is at least this share of the frame's width (tune: webcams 0.19-0.38, faces in a facecam 0.09-0.14)
+FULL_FRAME_FACE = 0.15   # an all-webcam face is at least this share of the frame's width
+#                          (tune: webcams 0.19-0.38, faces inside a facecam 0.09-0.14)
 FULL_FRAME_AREA = 0.9    # an "overlay" this big is the whole frame (a source's black bar)
-RECTANGLES_SCORED = 12   # the smallest closed rectangles compared by their activity step
 FULL_FRAME_SCORE = 0.75  # an all-webcam face scores this (cartoon faces in content: 0.5-0.65)
 MIN_CONFIDENCE = 0.5     # below this an overlay is not trusted: the layout is unknown
 CORNER_SKIP = 0.12       # share of each side's ends not counted when no rectangle closes (rounded corners)
@@ -209,7 +213,7 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
 def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None,
                limit: int = CANDIDATES, skip: float = 0.0) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
-    or with `act` (the activity map) the one whose sides best separate independent content."""
+    and with `act` (the activity map) its sides moved out where the activity steps (`_grow`)."""
     vx, vy, exact_x, exact_y, cx, cy = maps
     h, w = vx.shape
     fx, fy, fw, fh = face
@@ -295,7 +299,8 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
                 break
             nx0, nx1, ny0, ny1 = (new if side == 0 else x0), (new if side == 1 else x1), \
                 (new if side == 2 else y0), (new if side == 3 else y1)
-            k = min(vertical(nx0, ny0, ny1), vertical(nx1, ny0, ny1), horizontal(ny0, nx0, nx1), horizontal(ny1, nx0, nx1))
+            k = min(vertical(nx0, ny0, ny1), vertical(nx1, ny0, ny1),
+                    horizontal(ny0, nx0, nx1), horizontal(ny1, nx0, nx1))
             if k < GROW_CONTINUITY:
                 continue
             there = _line_step(act, axis, new, lo, hi, inside_after=side in (0, 2))
