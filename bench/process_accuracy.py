@@ -7,7 +7,8 @@ coloured or rounded one or a drop shadow, over seven backgrounds (static UI, a s
 action with people, fast real motion, a cartoon, animated faces, a washed-out picture), and
 all-webcam streams. 8 s each at 1280x720, sampled at 1.5 fps (12 frames, as a window's facecam
 estimate uses), run as `WindowProcessor` runs them: `faces_and_facecam` then `frame_crops` with
-outputs facecam + face. Each stream belongs to the `tune` or the `heldout` split (fixed seed).
+outputs facecam + face. Each stream belongs to the `tune` or the `heldout` split (fixed seed), or
+to `heldout2` (a fresh held-out split from another seed, 124 streams).
 
 Per stream: the layout found (overlay / full_frame / unknown) and the box's IoU with the known
 webcam picture; facecam crops stored with IoU < 0.9 (wrong crops) and whole frames stored as
@@ -16,6 +17,7 @@ facecam), and face crops outside it.
 
     .venv/bin/python bench/process_accuracy.py --split tune
     .venv/bin/python bench/process_accuracy.py --split heldout
+    .venv/bin/python bench/process_accuracy.py --split heldout2
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream2dataset.config import ProcessingConfig
-from stream2dataset.demo.composer import StreamSpec, compose, streams
+from stream2dataset.demo.composer import StreamSpec, all_streams, compose
 from stream2dataset.processing.crops import frame_crops
 from stream2dataset.processing.decode import sample_frames
 from stream2dataset.processing.detect import FaceDetector, centre_inside, iou
@@ -102,13 +104,13 @@ COLUMNS = ("class", "overlays", "IoU ≥ 0.9", "median IoU", "unknown", "wrong f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", default="tune", choices=["tune", "heldout", "all"])
+    ap.add_argument("--split", default="tune", choices=["tune", "heldout", "heldout2", "all"])
     ap.add_argument("--fps", type=float, default=1.5, help="frames sampled per second")
     ap.add_argument("--limit", type=int, default=0, help="only the first N streams (a quick look)")
     ap.add_argument("--json", type=Path, help="write per-stream results here")
     args = ap.parse_args()
     console = Console(width=max(Console().width, 160))
-    todo = [s for s in streams() if args.split in ("all", s.split)]
+    todo = [s for s in all_streams() if args.split in ("all", s.split)]
     todo = todo[: args.limit] if args.limit else todo
     console.print(f"{len(todo)} streams of split {args.split} (composed once, cached)...")
     detector = FaceDetector(min_score=0.5)  # as WindowProcessor: a little below min_face_score

@@ -10,7 +10,8 @@ UI (panels, text, a still photo), and a pale, low-contrast version of `vtest.avi
 
 The truth box is the webcam picture (inside any border): what a dataset of the streamer wants.
 `compose(spec)` renders one stream as H.264 MP4 (cached by its spec); `streams(seed)` is the
-evaluation set, split into `tune` and `heldout` by a fixed seed.
+evaluation set, split into `tune` and `heldout` by a fixed seed; `heldout2()` is a fresh held-out
+split from another seed (the first held-out split had been looked at twice).
 """
 
 from __future__ import annotations
@@ -275,9 +276,10 @@ def _cam_box(rng: np.random.Generator, W: int, H: int, border: int) -> tuple[int
     return xs[key[0]], ys[key[1]], w, h
 
 
-def streams(n_overlay: int = 216, n_webcam: int = 24, seed: int = 14) -> list[StreamSpec]:
+def streams(n_overlay: int = 216, n_webcam: int = 24, seed: int = 14, split: str | None = None) -> list[StreamSpec]:
     """The evaluation set: overlay streams over every face x background x border, and all-webcam
-    streams; each stream draws its split (tune or heldout, half each) from the same seed."""
+    streams; each stream draws its split (tune or heldout, half each) from the same seed, or all
+    belong to `split` when it is given (a fresh held-out set from another seed: `heldout2()`)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n_overlay):
@@ -291,13 +293,30 @@ def streams(n_overlay: int = 216, n_webcam: int = 24, seed: int = 14) -> list[St
                   else (int(rng.integers(0, 256)),) * 3)
         cam = _cam_box(rng, 1280, 720, bpx)
         radius = int(rng.integers(10, 30)) if border == "rounded" else 0
-        split = "heldout" if rng.random() < 0.5 else "tune"
-        out.append(StreamSpec(f"{split}-{i:03d}-{face}-{bg}-{border}", face, bg, cam, border, bpx, colour, radius,
-                              seed=seed * 1000 + i, split=split))
+        drawn = "heldout" if rng.random() < 0.5 else "tune"
+        name = split or drawn
+        out.append(StreamSpec(f"{name}-{i:03d}-{face}-{bg}-{border}", face, bg, cam, border, bpx, colour, radius,
+                              seed=seed * 1000 + i, split=name))
     for j in range(n_webcam):
         face = FACES[j % len(FACES)]
-        split = "heldout" if rng.random() < 0.5 else "tune"
+        drawn = "heldout" if rng.random() < 0.5 else "tune"
+        name = split or drawn
         w, h = (640, 480) if face == "carphone" else (1280, 720)  # a 176x144 webcam is not shown at 720p
-        out.append(StreamSpec(f"{split}-w{j:02d}-{face}-webcam", face, "webcam", None, width=w, height=h,
-                              seed=seed * 1000 + 500 + j, split=split))
+        out.append(StreamSpec(f"{name}-w{j:02d}-{face}-webcam", face, "webcam", None, width=w, height=h,
+                              seed=seed * 1000 + 500 + j, split=name))
     return out
+
+
+HELDOUT2_SEED = 2714  # stream seeds 2714000..2714515: none shared with `streams()`'s 14000..14523
+
+
+def heldout2(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
+    """A fresh held-out split (issue 14, third round): the same generator from another seed, 112
+    overlay streams (every face x background four times, borders and places drawn) and 12
+    all-webcam streams, all of split `heldout2`."""
+    return streams(n_overlay, n_webcam, HELDOUT2_SEED, split="heldout2")
+
+
+def all_streams() -> list[StreamSpec]:
+    """Every split: tune + heldout (`streams()`) and heldout2."""
+    return streams() + heldout2()
