@@ -60,14 +60,8 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
         mine = [f for f in good if centre_inside(f.box, cam.box)]
         outside = bool(good) and not mine
         good = mine
-    elif cam.kind == "unknown" and cam.face is not None:  # near the window's consistent face only
-        fx, fy, fw, fh = cam.face
-        near = (fx - fw, fy - fh, 3 * fw, 3 * fh)
-        mine = [f for f in good if centre_inside(f.box, near)]
-        outside = bool(good) and not mine
-        good = mine
-    elif cam.kind == "unknown" and cam.reason != "not_estimated":  # no streamer face known: any
-        outside = bool(good)                                           # face may be the content's
+    elif cam.kind == "unknown" and cam.reason != "not_estimated":  # an unknown layout stores no crop
+        outside = bool(good)  # of the face kinds: its steady face may be the content's (a cartoon's)
         good = []
     else:
         outside = False
@@ -84,8 +78,7 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
     for kind in cfg.outputs:
         if kind in FACE_KINDS:
             if face is None:
-                drops.append("facecam_not_found" if cam.kind == "unknown" and cam.reason != "not_estimated"
-                             and cam.face is None else
+                drops.append("facecam_not_found" if cam.kind == "unknown" and cam.reason != "not_estimated" else
                              "face_outside_facecam" if outside else "low_score" if faces else "no_face")
                 continue
             if kind == "facecam":

@@ -55,8 +55,11 @@ GROW_SAME = 0.25         # ... over a strip whose activity is like the inside's 
 GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger
 SEED_PX = 32             # the face-free overlay search: small seeds on a grid ...
 SEED_STEP = (120, 80)    # ... spaced so that any facecam >= 160x120 holds one whole seed
-SEED_CANDIDATES = 4      # lines per side from a seed (a face's search takes CANDIDATES)
+SEED_CANDIDATES = 8      # lines per side from a seed (a face's search takes CANDIDATES)
+STRONGER_BY = 0.1        # the smallest rectangle loses to one around it whose sides are this much
+STRONGER_AREA = 2.5      # more continuous, up to this many times its area
 SEED_CONFIDENCE = 0.8    # a rectangle the face's own search did not close must be surer
+LOOK_INTO = 3            # rectangles with no face in them that the window looks into for one
 MIN_OVERLAY = (140, 100)  # the smallest rectangle the face-free search calls an overlay
 
 
@@ -70,6 +73,7 @@ class FacecamEstimate:
     confidence: float = 0.0  # how sure the layout is, 0..1
     reason: str = ""         # why the layout is unknown
     candidate: Box | None = None  # an overlay rectangle found with no face track in it (look there)
+    candidates: tuple[Box, ...] = ()  # the strongest few such rectangles, strongest first
 
 
 @dataclass(frozen=True)
@@ -167,20 +171,12 @@ def _candidates(loose: np.ndarray, exact: np.ndarray, positions: np.ndarray, bou
     `loose` is the widened profile (a line qualifies), `exact` the raw one (where in its run of
     neighbouring columns the line really is).
     """
-    picked: list[int] = []
-    run: list[int] = []
-    for p in [int(p) for p in positions] + [-10]:  # a sentinel closes the last run
-        if p >= 0 and loose[p] >= SIDE_CONTINUITY and (not run or abs(p - run[-1]) == 1):
-            run.append(p)
-            continue
-        if run:
-            picked.append(max(run, key=lambda q: exact[q]))
-            run = []
-            if len(picked) == limit:
-                break
-        if p >= 0 and loose[p] >= SIDE_CONTINUITY:
-            run = [p]
-    return picked + [boundary]
+    pos = np.asarray(positions, np.int64)
+    sel = pos[loose[pos] >= SIDE_CONTINUITY] if pos.size else pos
+    if not sel.size:
+        return [boundary]
+    runs = np.split(sel, np.flatnonzero(np.abs(np.diff(sel)) != 1) + 1)[:limit]
+    return [int(r[np.argmax(exact[r])]) for r in runs] + [boundary]
 
 
 def activity(frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -211,7 +207,8 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
 
 
 def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None,
-               limit: int = CANDIDATES, skip: float = 0.0) -> tuple[Box, float] | None:
+               limit: int = CANDIDATES, skip: float = 0.0, grow: bool = True,
+               min_size: tuple[int, int] = (0, 0)) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
     and with `act` (the activity map) its sides moved out where the activity steps (`_grow`)."""
     vx, vy, exact_x, exact_y, cx, cy = maps
@@ -236,21 +233,59 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
         m = int(skip * (x1 - x0))
         return 1.0 if y in (0, h) else (cy[y, x1 - m] - cy[y, x0 + m]) / (x1 - x0 - 2 * m)
 
-    valid: list[tuple[int, float, Box]] = []
-    for x0, x1, y0, y1 in product(lefts, rights, tops, bottoms):
-        bw, bh = x1 - x0, y1 - y0
-        if bw < MIN_CAM_OVER_FACE * fw or bh < MIN_CAM_OVER_FACE * fh:
-            continue
-        weakest = min(vertical(x0, y0, y1), vertical(x1, y0, y1), horizontal(y0, x0, x1), horizontal(y1, x0, x1))
-        if weakest >= SIDE_CONTINUITY:
-            valid.append((bw * bh, weakest, (x0, y0, bw, bh)))
-    if not valid:
+    # Every left x right x top x bottom at once (numpy): a seed's search looks at up to 13^4.
+    L, R, T, B = (np.asarray(v, np.int64) for v in (lefts, rights, tops, bottoms))
+    x0, x1 = L[:, None, None, None], R[None, :, None, None]
+    y0, y1 = T[None, None, :, None], B[None, None, None, :]
+    bw, bh = x1 - x0, y1 - y0
+
+    def sides(c: np.ndarray, at: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, vertical: bool) -> np.ndarray:
+        m = np.floor(skip * (hi - lo)).astype(np.int64)
+        a = np.minimum(at, c.shape[1] - 1 if vertical else c.shape[0] - 1)
+        got = (c[hi - m, a] - c[lo + m, a]) if vertical else (c[a, hi - m] - c[a, lo + m])
+        return np.where((at == 0) | (at == n), 1.0, got / (hi - lo - 2 * m))
+
+    weakest_all = np.minimum(np.minimum(sides(cx, x0, y0, y1, w, True), sides(cx, x1, y0, y1, w, True)),
+                             np.minimum(sides(cy, y0, x0, x1, h, False), sides(cy, y1, x0, x1, h, False)))
+    ok = (bw >= max(MIN_CAM_OVER_FACE * fw, min_size[0])) & (bh >= max(MIN_CAM_OVER_FACE * fh, min_size[1])) \
+        & (weakest_all >= SIDE_CONTINUITY)
+    if not ok.any():
         return None
-    valid.sort(key=lambda v: v[0])
-    area, weakest, box = valid[0]
-    if act is not None:
+    # The smallest closed rectangle whose sides are about as continuous as the best one's: a
+    # picture's own faint inner lines (a window frame in the footage) close a smaller rectangle
+    # than the webcam's border, but more weakly (the border runs unbroken).
+    # Only rectangles near the smallest's size and on no frame border it is not on compete (the
+    # frame's own borders count as unbroken).
+    area = np.where(ok, bw * bh, np.iinfo(np.int64).max)
+    i, j, k, m = np.unravel_index(int(np.argmin(area)), ok.shape)  # ties: the first, nearest lines first
+    rivals = ok & (area <= STRONGER_AREA * area[i, j, k, m]) \
+        & ((x0 > 0) | (L[i] == 0)) & ((x1 < w) | (R[j] == w)) & ((y0 > 0) | (T[k] == 0)) & ((y1 < h) | (B[m] == h))
+    bar = weakest_all[rivals].max() - STRONGER_BY
+    if weakest_all[i, j, k, m] < bar and act is not None:
+        a2 = np.where(rivals & (weakest_all >= bar), area, np.iinfo(np.int64).max)
+        i2, j2, k2, m2 = np.unravel_index(int(np.argmin(a2)), ok.shape)
+        # ... when the ring it adds is the webcam's own content (as active as the inside), not a
+        # thick border's flat colour (whose inner line may be the weaker one)
+        inner = (int(L[i]), int(T[k]), int(R[j]), int(B[m]))
+        outer = (int(L[i2]), int(T[k2]), int(R[j2]), int(B[m2]))
+        if _same_activity(act, inner, outer):
+            i, j, k, m = i2, j2, k2, m2
+    box = (int(L[i]), int(T[k]), int(R[j] - L[i]), int(B[m] - T[k]))
+    weakest = float(weakest_all[i, j, k, m])
+    if act is not None and grow:
         box, weakest = _grow(box, weakest, act, (lefts, rights, tops, bottoms), vertical, horizontal, (w, h))
     return box, weakest
+
+
+def _same_activity(act: np.ndarray, inner: tuple[int, int, int, int], outer: tuple[int, int, int, int]) -> bool:
+    """Whether the ring between two rectangles (x0, y0, x1, y1) is as active as the inner one."""
+    def total(r):
+        return float(act[r[1]:r[3], r[0]:r[2]].sum()), (r[2] - r[0]) * (r[3] - r[1])
+    (si, ai), (so, ao) = total(inner), total(outer)
+    if ao <= ai:
+        return False
+    a, b = si / max(ai, 1), (so - si) / (ao - ai)
+    return abs(a - b) / (a + b + 1.0) <= GROW_SAME
 
 
 def _line_step(act: np.ndarray, axis: int, at: int, lo: int, hi: int, inside_after: bool,
@@ -317,7 +352,7 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
     return (x0, y0, x1 - x0, y1 - y0), weakest
 
 
-def overlay_rectangles(maps: tuple[np.ndarray, ...]) -> list[tuple[Box, float]]:
+def overlay_rectangles(maps: tuple[np.ndarray, ...], act: np.ndarray | None = None) -> list[tuple[Box, float]]:
     """Closed rectangles of persistent edges anywhere in the frame, found without a face: from
     small seeds on a grid. An overlay whose face the detector misses (a small or near-still
     webcam) still has its borders; a stream with one is not an all-webcam stream."""
@@ -327,7 +362,7 @@ def overlay_rectangles(maps: tuple[np.ndarray, ...]) -> list[tuple[Box, float]]:
         for cx in range(SEED_PX // 2 + 24, w - SEED_PX // 2, SEED_STEP[0]):
             seed = (cx - SEED_PX // 2, cy - SEED_PX // 2, SEED_PX, SEED_PX)
             for skip in (0.0, CORNER_SKIP):
-                got = _rectangle(maps, seed, limit=SEED_CANDIDATES, skip=skip)
+                got = _rectangle(maps, seed, act, limit=SEED_CANDIDATES, skip=skip, grow=False, min_size=MIN_OVERLAY)
                 if got is None:
                     continue
                 box, weakest = got
@@ -347,10 +382,11 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
     cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
     maps = (vx, vy, exact_x, exact_y, cx, cy)
-    if not tracks:
-        rects = overlay_rectangles(maps)
-        return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track", rects[0][0] if rects else None)
     act = activity(frames)
+    if not tracks:
+        rects = overlay_rectangles(maps, act)
+        return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track", rects[0][0] if rects else None,
+                               tuple(b for b, _ in rects[:LOOK_INTO]))
     scored = []
     for t in tracks[:3]:
         found = _rectangle(maps, t.box, act)
@@ -372,7 +408,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     # All webcam only when positively recognised: no overlay rectangle anywhere (a webcam whose
     # face the detector missed still has its borders, and then the steady face is the content's,
     # e.g. a cartoon's), and one big steady face that no other steady face rivals.
-    rects = overlay_rectangles(maps)
+    rects = overlay_rectangles(maps, act)
     for t in tracks[:3]:  # the face's own search missed a border that a seed's closed
         holding = [(b, k) for b, k in rects if centre_inside(t.box, b)
                    and b[2] >= MIN_CAM_OVER_FACE * t.box[2] and b[3] >= MIN_CAM_OVER_FACE * t.box[3]]
@@ -383,7 +419,8 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
             if conf >= SEED_CONFIDENCE:
                 return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
     if rects:
-        return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0])
+        return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0],
+                               tuple(b for b, _ in rects[:LOOK_INTO]))
     if best and best[1] >= MIN_CONFIDENCE:  # a source's own black bar makes a frame-sized "overlay"
         _, conf, t, box, weakest = best
         return FacecamEstimate("full_frame", (0, 0, w, h), t.box, 1.0, t.presence, round(conf, 3))

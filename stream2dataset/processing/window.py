@@ -35,17 +35,39 @@ FACECAM_FRAMES = 12
 
 
 def faces_in_facecam(detector: FaceDetector, images: list[np.ndarray], faces: list[list[Face]],
-                     cam: FacecamEstimate) -> list[list[Face]]:
+                     cam: FacecamEstimate, keep_score: float = 0.75) -> list[list[Face]]:
     """Once the facecam is known, look inside it again wherever the whole-frame views missed its
-    face: in a small facecam the face is too few pixels for them."""
+    face or scored it below `keep_score` (the crops' `min_face_score`): in a small facecam the
+    face is too few pixels for them. Still missed, look at the streamer's face's own
+    neighbourhood, three faces wide, where the face fills more of the model's input."""
     if cam.kind != "overlay":
         return faces
-    return [fs if any(centre_inside(f.box, cam.box) for f in fs) else nms(fs + detector.detect_in(img, cam.box))
-            for img, fs in zip(images, faces)]
+    out = []
+    for img, fs in zip(images, faces):
+        if not any(centre_inside(f.box, cam.box) and f.score >= keep_score for f in fs):
+            fs = nms(fs + detector.detect_in(img, cam.box))
+            if cam.face is not None and not any(centre_inside(f.box, cam.box) and f.score >= keep_score for f in fs):
+                near = _clip(_around(cam.face, 3.0), cam.box)
+                if near[2] >= 32 and near[3] >= 32:
+                    fs = nms(fs + detector.detect_in(img, near))
+        out.append(fs)
+    return out
+
+
+def _around(box: Box, k: float) -> Box:
+    x, y, w, h = box
+    side = k * max(w, h)
+    return int(x + w / 2 - side / 2), int(y + h / 2 - side / 2), int(side), int(side)
+
+
+def _clip(box: Box, to: Box) -> Box:
+    x0, y0 = max(box[0], to[0]), max(box[1], to[1])
+    x1, y1 = min(box[0] + box[2], to[0] + to[2]), min(box[1] + box[3], to[1] + to[3])
+    return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
 def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_facecam: bool = True,
-                      lap=lambda stage: None) -> tuple[list[list[Face]], FacecamEstimate]:
+                      lap=lambda stage: None, keep_score: float = 0.75) -> tuple[list[list[Face]], FacecamEstimate]:
     """Faces per frame, and the window's facecam.
 
     The full multi-view search (whole frame + tiles, ~30 ms a 720p frame) runs on a dozen
@@ -62,17 +84,20 @@ def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_fac
     lap("detect")
     picked = [images[i] for i in found]
     cam = estimate_facecam(picked, list(found.values()))
-    if cam.kind == "unknown" and cam.candidate is not None:
+    for box in (cam.candidates or ((cam.candidate,) if cam.candidate is not None else ())) \
+            if cam.kind == "unknown" else ():
         # An overlay's borders closed with no face track in them: look inside on its own (a
-        # small or near-still webcam's face is too few pixels in the whole-frame views).
-        for i, img in zip(list(found), picked):
-            found[i] = nms(found[i] + detector.detect_in(img, cam.candidate))
-        again = estimate_facecam(picked, list(found.values()))
-        cam = again if again.kind == "overlay" else cam
+        # small or near-still webcam's face is too few pixels in the whole-frame views); the
+        # strongest few such rectangles, until one holds the streamer.
+        looked = {i: nms(found[i] + detector.detect_in(img, box)) for i, img in zip(list(found), picked)}
+        again = estimate_facecam(picked, list(looked.values()))
+        if again.kind == "overlay":
+            cam, found = again, looked
+            break
     lap("facecam")
     if cam.kind == "overlay":
         faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]
-        faces = faces_in_facecam(detector, images, faces, cam)
+        faces = faces_in_facecam(detector, images, faces, cam, keep_score)
     else:
         faces = [found[i] if i in found else detector.detect(img) for i, img in enumerate(images)]
     lap("detect")
@@ -198,7 +223,7 @@ class WindowProcessor:
     def _faces_and_facecam(self, images: list[np.ndarray], lap) -> tuple[list[list[Face]], FacecamEstimate]:
         if not self.detector or not images:
             return [[] for _ in images], NO_FACECAM
-        return faces_and_facecam(self.detector, images, "facecam" in self.cfg.outputs, lap)
+        return faces_and_facecam(self.detector, images, "facecam" in self.cfg.outputs, lap, self.cfg.min_face_score)
 
     def _clips(self, win: dict, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
         """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model."""

@@ -118,13 +118,15 @@ def test_consistent_face_wins_over_a_bigger_one():
     assert tracks[0].box == (100, 100, 40, 40) and tracks[0].presence == 1.0
 
 
-def test_unknown_layout_stores_no_facecam_and_says_why():
+def test_unknown_layout_stores_no_crop_and_says_why():
+    """An unknown layout stores nothing of the face kinds, even near its steady face (which may be
+    a cartoon's in the content): the spec's 'never store a guess'."""
     image = np.random.default_rng(0).integers(0, 255, (360, 640, 3), np.uint8)
     face = Face((300, 150, 60, 60), 0.95)
     cfg = ProcessingConfig(outputs=["facecam", "face"])
     unknown = FacecamEstimate("unknown", None, face.box, 0.0, 1.0, 0.0, "no_rectangle")
     crops, drops = frame_crops(image, [face], unknown, None, cfg, "mediapipe")
-    assert [c.kind for c in crops] == ["face"] and drops == ["facecam_not_found"]
+    assert crops == [] and drops == ["facecam_not_found", "facecam_not_found"]
 
 
 def test_face_crop_only_from_the_facecam():
@@ -170,3 +172,37 @@ def test_unknown_without_a_streamer_face_stores_no_face_crop():
     not_estimated = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "not_estimated")
     crops, _ = frame_crops(image, [cartoon], not_estimated, None, ProcessingConfig(outputs=["face"]), "mediapipe")
     assert [c.kind for c in crops] == ["face"]
+
+
+# Issue 14, third round. These streams are from the first held-out split, already spent (looked at
+# twice); a fresh one, `heldout2`, is evaluated by the bench. Each failed at commit dcf359c.
+HELDOUT = {s.name: s for s in composer.streams() if s.split == "heldout"}
+
+
+@pytest.mark.parametrize("name", ["heldout-051-duo-megamind-shadow", "heldout-135-duo-megamind-shadow"])
+def test_the_unbroken_border_wins_over_the_pictures_weaker_inner_lines(name, detector):
+    """Two people in a small webcam with only a drop shadow, over animated faces: the footage's
+    own lines (a car's window) close a smaller rectangle, more weakly than the webcam's unbroken
+    edge. Before, no rectangle of overlay size closed, the big steady cartoon face passed for an
+    all-webcam stream and 12 whole frames were stored as `facecam`, 10 cartoon face crops too."""
+    s = HELDOUT[name]
+    cam, frames, faces = estimate(s, detector)
+    assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    assert all(iou(c.box, tuple(s.box)) >= 0.9 for c in made if c.kind == "facecam")
+    x, y, w, h = s.cam
+    assert all(x <= c.box[0] + c.box[2] / 2 <= x + w and y <= c.box[1] + c.box[3] / 2 <= y + h
+               for c in made if c.kind == "face")
+
+
+def test_an_unknown_window_keeps_no_cartoon_face(detector):
+    """A rounded webcam of two people over animated faces closes no rectangle; the window's
+    steadiest face is a cartoon's. Before, the unknown window kept face crops near it (12)."""
+    s = HELDOUT["heldout-079-duo-megamind-rounded"]
+    cam, frames, faces = estimate(s, detector)
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    x, y, w, h = s.cam
+    assert all(x <= c.box[0] + c.box[2] / 2 <= x + w and y <= c.box[1] + c.box[3] / 2 <= y + h for c in made)
+    assert all(iou(c.box, tuple(s.box)) >= 0.9 for c in made if c.kind == "facecam")
