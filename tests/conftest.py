@@ -111,16 +111,16 @@ def ray_local():
 
 
 @pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run `stream2dataset ARGS -c <root>/../stream2dataset.yaml` in this process, as a user would
-    (argv, exit status, stdout and stderr), without paying a Python start-up per call."""
+def argv(monkeypatch, capsys):
+    """Run `stream2dataset ARGS` exactly as given, in this process, as a user would (argv, exit
+    status, stdout and stderr), without paying a Python start-up per call."""
     from rich.console import Console
 
     from stream2dataset import cli as cli_module
     from stream2dataset.training import commands
 
-    def run(root, *args) -> subprocess.CompletedProcess:
-        argv = ["stream2dataset", *args, "-c", str(root.parent / "stream2dataset.yaml")]
+    def run(*args: str) -> subprocess.CompletedProcess:
+        argv = ["stream2dataset", *args]
         monkeypatch.setattr(sys, "argv", argv)
         console = Console(width=200)  # as with COLUMNS=200
         monkeypatch.setattr(cli_module, "console", console)
@@ -133,6 +133,12 @@ def cli(monkeypatch, capsys):
         out = capsys.readouterr()
         return subprocess.CompletedProcess(argv, code, out.out, out.err)
     return run
+
+
+@pytest.fixture
+def cli(argv):
+    """`stream2dataset ARGS -c <root>/../stream2dataset.yaml`, in this process (see `argv`)."""
+    return lambda root, *args: argv(*args, "-c", str(root.parent / "stream2dataset.yaml"))
 
 
 def _cuda_available() -> bool:

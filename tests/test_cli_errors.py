@@ -8,25 +8,9 @@ import sys
 
 import pytest
 
-from stream2dataset import cli as cli_module
 from stream2dataset.demo.footage import carphone_path
 
 from .conftest import write_config
-
-
-@pytest.fixture
-def argv(monkeypatch, capsys):
-    """Run `stream2dataset ARGS` exactly as given, in this process: (exit status, stdout, stderr)."""
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["stream2dataset", *args])
-        try:
-            cli_module.main()
-            code = 0
-        except SystemExit as exit:
-            code = exit.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return run
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -42,15 +26,16 @@ def argv(monkeypatch, capsys):
     (["record", "x", "--duration"], "error: Option '--duration' requires an argument"),
 ])
 def test_usage_errors_are_one_line_exit_2(argv, args, expected):
-    code, out, err = argv(*args)
+    done = argv(*args)
+    code, out, err = done.returncode, done.stdout, done.stderr
     assert code == 2
     assert expected in err and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err + out
 
 
 def test_help_still_works(argv):
-    code, out, _ = argv("sql", "--help")
-    assert code == 0 and "read-only" in out
+    done = argv("sql", "--help")
+    assert done.returncode == 0 and "read-only" in done.stdout
 
 
 def test_the_installed_command_prints_no_traceback(tmp_path):
@@ -74,10 +59,11 @@ def test_render_refuses_its_own_input(argv, tmp_path, video):
     os.link(video, tmp_path / "hard.mp4")
     (tmp_path / "soft.mp4").symlink_to(video)
     for dst in (video, tmp_path / "." / "in.mp4", tmp_path / "hard.mp4", tmp_path / "soft.mp4"):
-        code, _, err = argv("render", str(video), str(dst), "--inline", "--transforms", "grayscale")
-        assert code == 2 and "that is the input video itself" in err and err.count("\n") == 1, err
-    code, _, err = argv("render", str(video), str(tmp_path), "--inline", "--transforms", "grayscale")
-    assert code == 2 and "is a folder" in err
+        done = argv("render", str(video), str(dst), "--inline", "--transforms", "grayscale")
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "that is the input video itself" in done.stderr
+    done = argv("render", str(video), str(tmp_path), "--inline", "--transforms", "grayscale")
+    assert done.returncode == 2 and "is a folder" in done.stderr
     assert video.read_bytes() == before
 
 
@@ -85,12 +71,12 @@ def test_render_refuses_the_storage_roots_own_folders(argv, tmp_path, video, mon
     config = write_config(tmp_path, [])
     for folder in ("raw", "dataset"):
         out = tmp_path / "data" / folder / "x.mp4"
-        code, _, err = argv("render", str(video), str(out), "--inline", "--transforms", "grayscale", "-c", str(config))
-        assert code == 2 and f"inside the storage root's {folder}/ folder" in err, err
+        done = argv("render", str(video), str(out), "--inline", "--transforms", "grayscale", "-c", str(config))
+        assert done.returncode == 2 and f"inside the storage root's {folder}/ folder" in done.stderr, done.stderr
         assert not out.exists()
     monkeypatch.chdir(tmp_path)  # the default config is found without -c
-    code, _, err = argv("render", str(video), "data/raw/y.mp4", "--inline", "--transforms", "grayscale")
-    assert code == 2 and "inside the storage root's raw/ folder" in err
+    done = argv("render", str(video), "data/raw/y.mp4", "--inline", "--transforms", "grayscale")
+    assert done.returncode == 2 and "inside the storage root's raw/ folder" in done.stderr
 
 
 # process DIR skips what is not a readable video file and goes on (item 6) ------------------------
