@@ -14,6 +14,7 @@ from stream2dataset.ingest.memory import CommitMemory
 from stream2dataset.ingest.segments import keyframe_marks
 
 from .conftest import segment_files
+from .faulty_hls import garble
 from .test_segments import Recorder, assert_committed, video_payloads
 
 
@@ -53,19 +54,10 @@ def test_another_encoder_with_other_pids_and_tracks_starts_a_new_segment(footage
     assert rec.seg.faults == 1
 
 
-def garbled(data: bytes, seed: int) -> bytes:
-    """A segment whose TS packets keep their headers but carry random payloads (a broken encoder)."""
-    rnd = random.Random(seed)
-    out = bytearray(data)
-    for i in range(0, len(out) - 187, 188):
-        out[i + 4:i + 188] = rnd.randbytes(184)
-    return bytes(out)
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_bad_bytes_lose_only_themselves(footage, tmp_path, seed):
     segs = segment_files(footage)
-    bad = garbled(segs[2].read_bytes(), seed) + random.Random(seed).randbytes(50_000)
+    bad = garble(segs[2].read_bytes(), seed) + random.Random(seed).randbytes(50_000)
     data = concat(segs[:2]) + bad + concat(segs[3:6])
     rec = Recorder(tmp_path, 2)
     assert rec.seg.run(Chunked(data), threading.Event()) == "ended"
