@@ -108,18 +108,22 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
                     seconds: Annotated[float, typer.Option(help="video length")] = 10.0,
                     fps: Annotated[float, typer.Option(help="frames per second")] = 8.0,
                     seed_clip: Annotated[Optional[str], typer.Option(help="clip id to continue (default: a snapshot clip)")] = None,
-                    out: Annotated[Optional[Path], typer.Option(help="MP4 (default: runs/RUN/video-*.mp4)")] = None,
+                    out: Annotated[Optional[Path], typer.Option(help="MP4 (default: runs/RUN/video-*.mp4); -1..-N with --n")] = None,
+                    n: Annotated[int, typer.Option(help="continuations of the seed clip, one MP4 each")] = 1,
+                    temperature: Annotated[Optional[float], typer.Option(help="spread of the sampled steps (default: the run's temporal.temperature; 0: the mean step)")] = None,
                     seed: int = 0, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
-    """An MP4 that continues a seed clip, and its fluency against real clips."""
+    """MP4s that continue a seed clip, their fluency against real clips and their diversity."""
     from ..storage import Storage
     from .fluency import format_report
     from .sample import sample_temporal as run_sample
 
     cfg = load_config(config)
     with console.status("generating video..."):
-        result = run_sample(Storage.of(cfg), run, seconds=seconds, fps=fps, seed_clip=seed_clip, out=out, seed=seed)
-    console.print(f"{result['frames']} frames at {fps:g} fps continuing clip {result['seed_clip']} "
-                  f"(step {result['step']}): {result['video']}")
+        result = run_sample(Storage.of(cfg), run, seconds=seconds, fps=fps, seed_clip=seed_clip, out=out, seed=seed,
+                            n=n, temperature=temperature)
+    console.print(f"{n} x {result['frames']} frames at {fps:g} fps continuing clip {result['seed_clip']} "
+                  f"(step {result['step']}, temperature {result['temperature']:g}): "
+                  + ", ".join(str(p) for p in result["videos"]))
     console.print(format_report(result["fluency"]))
 
 

@@ -19,6 +19,8 @@ SPIKE_LIMIT = 3.0  # p99 spike vs real: a slideshow's jumps tower over their sti
 SPIKE_NEIGHBOURS = 2  # on each side: a spike is a step's change over its neighbours' median change
 FROZEN_FRACTION = 0.1  # a step moving less than a tenth of the real mean step is invisible beside it
 FROZEN_FLOOR = 0.1  # grey levels: the threshold when the real reference itself barely moves
+SPEED_RANGE = (0.4, 2.5)  # mean change vs real: slower is a stall (a deterministic predictor's 0.3x), faster
+#                          is flicker; smooth motion at half or double the real speed still passes
 FROZEN_LIMIT = 0.25  # over a quarter of steps frozen is visible judder (holding every frame twice,
 #                      half the frame rate, freezes half of them); real clips have none
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # BT.601 luma weights
@@ -73,6 +75,10 @@ def fluency_report(generated: list[np.ndarray], real: list[np.ndarray]) -> dict:
     if g_spike > SPIKE_LIMIT * max(r_spike, eps):
         reasons.append(f"jumps: steps change {g_spike:.1f}x as much as their neighbours (p99) vs real "
                        f"{r_spike:.1f}x (limit {SPIKE_LIMIT:g}x)")
+    low, high = SPEED_RANGE
+    if not low <= report["mean_ratio"] <= high:
+        reasons.append(f"{'slow' if report['mean_ratio'] < low else 'fast'}: moves at {report['mean_ratio']:.2f}x "
+                       f"the real mean change (limits {low:g}-{high:g}x)")
     if report["frozen"] > FROZEN_LIMIT:
         reasons.append(f"frozen: {report['frozen']:.0%} of steps unchanged (change < {threshold:.2f}, "
                        f"limit {FROZEN_LIMIT:.0%})")
@@ -82,7 +88,29 @@ def fluency_report(generated: list[np.ndarray], real: list[np.ndarray]) -> dict:
 
 def format_report(report: dict) -> str:
     """One or two lines for the sampler's console."""
-    line = (f"fluency: {'fluent' if report['fluent'] else 'NOT fluent'} | change mean "
-            f"{report['generated_mean']:.2f} (real {report['real_mean']:.2f}), p99 "
+    line = (f"fluency: {'fluent' if report['fluent'] else 'NOT fluent'} | speed {report['mean_ratio']:.2f}x real "
+            f"(change mean {report['generated_mean']:.2f}, real {report['real_mean']:.2f}), p99 "
             f"{report['generated_p99']:.2f} (real {report['real_p99']:.2f}), frozen {report['frozen']:.0%}")
+    if report.get("diversity") is not None:
+        line += (f", diversity {report['diversity']:.2f} between {report['continuations']} continuations "
+                 f"({report['fluent_continuations']}/{report['continuations']} fluent)")
     return line + ("\n  " + "; ".join(report["reasons"]) if report["reasons"] else "")
+
+
+def diversity(videos: list[np.ndarray], skip: int = 0) -> float:
+    """How different continuations of one seed are: the mean absolute grey-level difference
+    (0..255) between the same frame of every pair of videos, after the first `skip` (the shared
+    seed). 0: every continuation is the same video."""
+    if len(videos) < 2:
+        return 0.0
+    grey = [v[skip:].astype(np.float32) @ _GREY for v in videos]
+    return float(np.mean([np.abs(a - b).mean() for i, a in enumerate(grey) for b in grey[i + 1:]]))
+
+
+def continuations_report(videos: list[np.ndarray], real: list[np.ndarray], skip: int = 0) -> dict:
+    """The fluency of K continuations of one seed together, with how many are fluent on their own
+    and their diversity."""
+    report = fluency_report(videos, real)
+    report.update(continuations=len(videos), diversity=diversity(videos, skip),
+                  fluent_continuations=sum(fluency_report([v], real)["fluent"] for v in videos))
+    return report

@@ -98,13 +98,22 @@ def memorisation_check(storage: Storage, snapshot: str, images: np.ndarray, shee
 
 
 def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: float = 8.0, seed_clip: str | None = None,
-                    out: Path | None = None, seed: int = 0, real_clips: int = 32) -> dict:
-    from .fluency import fluency_report
+                    out: Path | None = None, seed: int = 0, real_clips: int = 32, n: int = 1,
+                    temperature: float | None = None) -> dict:
+    """n continuations of one seed clip (MP4s; with n > 1 named -1..-n), their fluency against real
+    clips and their diversity. `temperature` scales the sampled steps' spread (default: the run's
+    `temporal.temperature`; 0: the mean step, the same video every time)."""
+    from .fluency import continuations_report
     from .temporal import generate
     from .video import write_mp4
 
+    if n < 1:
+        raise UserError(f"--n {n}: write at least one video")
+    if temperature is not None and temperature < 0:
+        raise UserError(f"--temperature {temperature:g}: use 0 (the mean step) or more (1: as trained)")
     folder, info, cfg, model, step = _load(storage, run, "temporal")
     s = cfg.temporal
+    temperature = s.temperature if temperature is None else temperature
     con = open_snapshot(storage, info["snapshot"]["name"])
     try:
         real = con.execute("SELECT clip_id, frames FROM clips ORDER BY clip_id LIMIT ?", [real_clips]).fetchall()
@@ -121,9 +130,15 @@ def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: f
     device = next(model.parameters()).device
     x = to_unit(torch.from_numpy(seed_frames).permute(0, 3, 1, 2).to(device))
     total = max(len(seed_frames) + 1, round(seconds * fps))
-    made = generate(model, x, total, generator=torch.Generator(device=device).manual_seed(seed))
-    frames = to_uint8(made)
-    video = write_mp4(out or folder / f"video-{_stamp()}.mp4", frames, fps)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    stamp, base = _stamp(), out or folder / "video.mp4"
+    videos, paths = [], []
+    for k in range(n):
+        frames = to_uint8(generate(model, x, total, generator=gen, temperature=temperature))
+        name = out if n == 1 and out else base.with_name(f"{base.stem}{'' if out else '-' + stamp}"
+                                                        f"{f'-{k + 1}' if n > 1 else ''}.mp4")
+        videos.append(frames)
+        paths.append(write_mp4(name, frames, fps))
     reference = [np.stack([decode_image(f, s.resolution) for f in clip]) for _, clip in real]
-    return {"step": step, "video": video, "frames": len(frames), "seed_clip": clip_id,
-            "fluency": fluency_report([frames], reference)}
+    return {"step": step, "video": paths[0], "videos": paths, "frames": total, "seed_clip": clip_id,
+            "temperature": temperature, "fluency": continuations_report(videos, reference, skip=len(seed_frames))}

@@ -68,7 +68,7 @@ class _GRU(nn.Module):
 
     def forward(self, z: torch.Tensor, state: torch.Tensor | None = None):
         h, state = self.rnn(self.inp(z), state)
-        return self.out(h), state
+        return h, state  # features; TemporalModel applies `out` (the mean step) and its log-variance head
 
 
 class _Causal(nn.Module):
@@ -95,11 +95,28 @@ class _Causal(nn.Module):
                              "cut clips into windows of `context` frames")
         mask = nn.Transformer.generate_square_subsequent_mask(t, device=z.device, dtype=z.dtype)
         h = self.blocks(self.inp(z) + self.pos[:t], mask=mask, is_causal=True)
-        return self.out(self.norm(h)), None
+        return self.norm(h), None
+
+
+LOGVAR_MIN, LOGVAR_MAX = -12.0, 2.0  # per-dimension log-variance of a step; latents have unit scale
+
+
+def _layer_norm(z: torch.Tensor) -> torch.Tensor:
+    """Back onto the encoder's latent scale (its LayerNorm): sampled steps cannot drift off it."""
+    return F.layer_norm(z, z.shape[-1:])
 
 
 class TemporalModel(nn.Module):
-    """Frame autoencoder + next-latent predictor, built from `TemporalSettings`."""
+    """Frame autoencoder + a stochastic next-latent predictor, built from `TemporalSettings`.
+
+    The sequence model predicts a Gaussian over the next step z_{t+1} - z_t (a mean and a
+    per-dimension log-variance) and is trained by its likelihood. A deterministic predictor learns
+    the conditional mean, which averages the possible motions into a slower one, so rollouts slow
+    down and freeze; sampling the step keeps the real amount of motion. Part of each training
+    window (`rollout`) is fed the model's own sampled latents, so it learns to continue from what
+    it generates, not only from real frames. Sampling spreads the step by `temperature`: the
+    tiny demo models move at ~0.75x the real speed with the fitted spread (1.0) and at ~1.0x with
+    the default 1.25 (a diagonal Gaussian's noise partly falls where the decoder does not show it)."""
 
     def __init__(self, settings: TemporalSettings):
         super().__init__()
@@ -111,6 +128,21 @@ class TemporalModel(nn.Module):
         # instead of random jumps, and training only has to learn the (small) motion.
         nn.init.zeros_(self.sequence.out.weight)
         nn.init.zeros_(self.sequence.out.bias)
+        # The step's log-variance, from the same features; a separate head (not a wider `out`), so
+        # checkpoints from before it still load (see load_state_dict).
+        self.logvar = nn.Linear(settings.hidden, settings.latent_dim)
+        nn.init.zeros_(self.logvar.weight)
+        nn.init.constant_(self.logvar.bias, -4.0)
+        self.deterministic = False
+
+    def load_state_dict(self, state, strict: bool = True, assign: bool = False):
+        """Checkpoints from before the log-variance head load as a deterministic model (they
+        sample the mean step at any temperature)."""
+        self.deterministic = "logvar.weight" not in state and any(k.startswith("sequence.") for k in state)
+        if self.deterministic:
+            state = {**state, "logvar.weight": self.logvar.weight.detach().clone(),
+                     "logvar.bias": self.logvar.bias.detach().clone()}
+        return super().load_state_dict(state, strict=strict, assign=assign)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """[B,T,3,H,W] in [-1,1] -> latents [B,T,D]."""
@@ -122,57 +154,110 @@ class TemporalModel(nn.Module):
         b, t = z.shape[:2]
         return self.decoder(z.flatten(0, 1)).unflatten(0, (b, t))
 
+    def step(self, z: torch.Tensor, state=None) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """Latents [B,T,D] -> (mean step, log-variance of the step, sequence state), each [B,T,D]:
+        entry t is the distribution of z_{t+1} - z_t."""
+        h, state = self.sequence(z, state)
+        return self.sequence.out(h), self.logvar(h).clamp(LOGVAR_MIN, LOGVAR_MAX), state
+
     def predict(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents [B,T,D] -> predicted next latents [B,T,D] (entry t predicts z_{t+1})."""
-        delta, _ = self.sequence(z)
-        return z + delta
+        """Latents [B,T,D] -> the mean predicted next latents [B,T,D] (entry t predicts z_{t+1})."""
+        return z + self.step(z)[0]
+
+    def sample_next(self, z_last: torch.Tensor, delta: torch.Tensor, logvar: torch.Tensor, temperature: float,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """One drawn next latent: z + mean step + temperature x sigma x N(0, 1), back on the latent scale."""
+        step = delta
+        if temperature and not self.deterministic:
+            noise = torch.randn(delta.shape, generator=generator, device=delta.device, dtype=delta.dtype)
+            step = delta + temperature * (0.5 * logvar).exp() * noise
+        return _layer_norm(z_last + step)
 
     def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """The training loss; a forward call, so DistributedDataParallel syncs the gradients."""
         return self.loss(clips)
 
     def loss(self, clips: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """Reconstruction of every frame + predict_weight x (next-latent MSE + reconstruction of the
-        decoded predictions). The sequence model reads detached latents: only reconstruction shapes
-        the encoder, else prediction pulls consecutive latents together (a still video is the
-        easiest to predict) and the autoencoder settles on one average frame."""
+        """Reconstruction of every frame + predict_weight x the Gaussian negative log-likelihood of
+        every real next latent, from real inputs and, for the window's last `rollout` part, from
+        the model's own sampled latents. `predict_frames` (the decoded mean predictions against
+        the real frames) is reported only: as a loss it taught the decoder to blur, and the tiny
+        demo model then moved at half the real speed.
+
+        The sequence model reads detached latents: only reconstruction shapes the encoder, else
+        prediction pulls consecutive latents together (a still video is the easiest to predict)
+        and the autoencoder settles on one average frame. The rollout's samples are detached too:
+        each rolled step learns to lead back to the real next latent from where the model got."""
         z = self.encode(clips)
         recon = F.mse_loss(self.decode(z), clips)
         fixed = z.detach()
-        z_next = self.predict(fixed[:, :-1])
-        latent, frames = F.mse_loss(z_next, fixed[:, 1:]), F.mse_loss(self.decode(z_next), clips[:, 1:])
-        predict = latent + frames
+        delta, logvar, _ = self.step(fixed[:, :-1])
+        z_next = fixed[:, :-1] + delta
+        nll = _nll(fixed[:, 1:] - fixed[:, :-1], delta, logvar)
+        with torch.no_grad():
+            latent, frames = F.mse_loss(z_next, fixed[:, 1:]), F.mse_loss(self.decode(z_next), clips[:, 1:])
+        parts = {"predict_nll": nll.item()}
+        roll = self._rollout_nll(fixed)
+        if roll is not None:
+            parts["rollout_nll"] = roll.item()
+            nll = 0.5 * (nll + roll)
+        predict = nll
         total = recon + self.settings.predict_weight * predict
         return total, {"loss": total.item(), "recon": recon.item(), "predict": predict.item(),
-                       "predict_latent": latent.item(), "predict_frames": frames.item()}
+                       "predict_latent": latent.item(), "predict_frames": frames.item(), **parts}
+
+    def _rollout_nll(self, fixed: torch.Tensor) -> torch.Tensor | None:
+        """The likelihood of the real z_{t+1} for the window's last steps, each predicted from
+        the model's own sampled latents (temperature 1, detached) after a real prefix: it trains
+        the mean step to lead back onto the data from where the model's own samples got."""
+        t = fixed.shape[1]
+        n = min(t - 2, round(self.settings.rollout * (t - 1)))
+        if n <= 0:
+            return None
+        begin = t - 1 - n  # real latents 0..begin-1, then latents the model drew itself
+        stateful = self.sequence.stateful
+        delta, logvar, state = self.step(fixed[:, :begin])
+        latents = [fixed[:, i:i + 1] for i in range(begin)]
+        losses = []
+        for i in range(begin, t - 1):
+            with torch.no_grad():
+                latents.append(self.sample_next(latents[-1], delta[:, -1:], logvar[:, -1:], 1.0))
+            feed = latents[-1] if stateful else torch.cat(latents, dim=1)
+            delta, logvar, state = self.step(feed, state if stateful else None)
+            # the variance is learnt from real inputs only: fitted here, it would also cover the
+            # way back from the model's own drift, and sampling with it ran at 3x the real speed
+            losses.append(_nll(fixed[:, i + 1:i + 2] - latents[-1], delta[:, -1:], logvar[:, -1:].detach()))
+        return torch.stack(losses).mean()
+
+
+def _nll(target: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Gaussian negative log-likelihood per dimension (without the constant)."""
+    return 0.5 * (logvar + (target - mean).square() * (-logvar).exp()).mean()
 
 
 @torch.no_grad()
 def generate(model: TemporalModel, seed_frames: torch.Tensor, n_frames: int,
-             generator: torch.Generator | None = None, noise: float = 0.0) -> torch.Tensor:
+             generator: torch.Generator | None = None, temperature: float | None = None) -> torch.Tensor:
     """Continue a video: seed [T0,3,H,W] in [-1,1] -> [n_frames,3,H,W] in [-1,1].
 
     The output starts with the autoencoder's reconstruction of the T0 seed frames (not the seed
     pixels: real frames next to decoded ones would show a cut), followed by n_frames - T0 predicted
-    frames. `noise` (default 0: deterministic) adds noise x N(0, 1) x the seed's mean latent step
-    to each predicted step, drawn from `generator` (on the model's device), for varied
-    continuations; a one-frame seed has no step size, so it gets none.
+    frames. Each step is drawn from the predicted Gaussian with its spread scaled by `temperature`
+    (default: the settings' `temperature`; 1: as fitted; 0: the mean step, deterministic), with
+    noise from `generator` (on the model's device; None: torch's global generator).
     """
+    temperature = model.settings.temperature if temperature is None else temperature
     was_training = model.training
     model.eval()
     try:
         z = model.encode(seed_frames[None])  # [1,T0,D]
         steps = [z[:, i:i + 1] for i in range(z.shape[1])]
-        scale = noise * z.diff(dim=1).abs().mean() if z.shape[1] > 1 else 0.0
-        seq, context = model.sequence, model.settings.context
-        feed, state = (z if seq.stateful else z[:, -context:]), None
+        stateful, context = model.sequence.stateful, model.settings.context
+        feed, state = (z if stateful else z[:, -context:]), None
         while len(steps) < n_frames:
-            delta, state = seq(feed, state)
-            step = delta[:, -1:]
-            if noise:
-                step = step + scale * torch.randn(step.shape, generator=generator, device=step.device)
-            steps.append(steps[-1] + step)
-            feed = steps[-1] if seq.stateful else torch.cat(steps[-context:], dim=1)
+            delta, logvar, state = model.step(feed, state)
+            steps.append(model.sample_next(steps[-1], delta[:, -1:], logvar[:, -1:], temperature, generator))
+            feed = steps[-1] if stateful else torch.cat(steps[-context:], dim=1)
         return model.decode(torch.cat(steps[:n_frames], dim=1))[0]
     finally:
         model.train(was_training)
