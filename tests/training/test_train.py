@@ -145,4 +145,9 @@ def test_temporal_trains_and_samples_a_video_with_its_fluency(snapshot_root, cli
     with av.open(str(out)) as c:
         frames = list(c.decode(video=0))
     assert len(frames) == 24 and (frames[0].width, frames[0].height) == (32, 32)
-    assert "fluen" in res.stdout.lower()
+    assert "fluen" in res.stdout.lower() and "speed" in res.stdout
+    res = cli(snapshot_root.root, "sample", "temporal", "--run", "temp", "--seconds", "2", "--n", "2",
+              "--temperature", "0.5", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert (out.parent / "video-1.mp4").exists() and (out.parent / "video-2.mp4").exists()
+    assert "temperature 0.5" in res.stdout and "between 2 continuations" in res.stdout
