@@ -69,6 +69,7 @@ def _frames(rng, n: int, name: str, platform: str, seg_ids: list[str], per_segme
         "detector": pa.array(["mediapipe"] * n), "score": pa.array(rng.random(n, dtype=np.float32)),
         "phash": pa.array(rng.integers(0, 2**63, n, dtype=np.uint64), pa.uint64()), "dup_of": dup_of,
         "transforms": pa.array([["resize"]] * n, pa.list_(pa.string())), "config_hash": pa.array(["cfg0"] * n),
+        "layout": pa.array(["overlay"] * n), "layout_confidence": pa.array(np.full(n, 0.9, np.float32)),
     }, schema=FRAME_SCHEMA)
 
 
