@@ -290,7 +290,7 @@ class TemporalSettings(_Model):
     context: int = Field(8, ge=2, le=256, description="frames per training window (cut from a clip)")
     predict_weight: float = Field(1.0, ge=0, description="weight of the next-latent loss against reconstruction")
     rollout: float = Field(0.25, ge=0, le=1, description="share of each window's steps predicted from the model's own sampled latents")
-    temperature: float = Field(1.25, ge=0, le=4, description="spread of the sampled steps in `sample temporal` (1: as fitted; 0: the mean step)")
+    temperature: float = Field(1.0, ge=0, le=4, description="spread of the sampled steps in `sample temporal` (1: as fitted; 0: the mean step)")
 
     @field_validator("resolution")
     @classmethod

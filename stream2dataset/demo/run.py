@@ -161,8 +161,10 @@ def _training_steps(cfg, storage, snapshot: str, workdir: Path, console: Console
     from ..training.sample import sample_diffusion, sample_temporal
     from ..training.trainer import train
 
-    # A DDPM needs more steps than the sequence model before its samples look like anything.
-    for kind, steps in (("diffusion", 2 * cfg.training.steps), ("temporal", cfg.training.steps)):
+    # A DDPM needs more steps than the sequence model before its samples look like anything; the
+    # temporal model's autoencoder needs ~900 before small face motions show (at 300 its own
+    # reconstruction of the real clips moved at 0.15x the real speed, so no sampler could be fluent).
+    for kind, steps in (("diffusion", 2 * cfg.training.steps), ("temporal", 3 * cfg.training.steps)):
         with Progress(console=console, transient=True) as progress:
             folder = train(storage, kind, snapshot, cfg.training, run=f"{kind}-{snapshot}", progress=progress,
                            overrides={"steps": steps})

@@ -91,7 +91,7 @@ def format_report(report: dict) -> str:
     line = (f"fluency: {'fluent' if report['fluent'] else 'NOT fluent'} | speed {report['mean_ratio']:.2f}x real "
             f"(change mean {report['generated_mean']:.2f}, real {report['real_mean']:.2f}), p99 "
             f"{report['generated_p99']:.2f} (real {report['real_p99']:.2f}), frozen {report['frozen']:.0%}")
-    if report.get("diversity") is not None:
+    if report.get("continuations", 1) > 1:
         line += (f", diversity {report['diversity']:.2f} between {report['continuations']} continuations "
                  f"({report['fluent_continuations']}/{report['continuations']} fluent)")
     return line + ("\n  " + "; ".join(report["reasons"]) if report["reasons"] else "")

@@ -114,9 +114,10 @@ class TemporalModel(nn.Module):
     the conditional mean, which averages the possible motions into a slower one, so rollouts slow
     down and freeze; sampling the step keeps the real amount of motion. Part of each training
     window (`rollout`) is fed the model's own sampled latents, so it learns to continue from what
-    it generates, not only from real frames. Sampling spreads the step by `temperature`: the
-    tiny demo models move at ~0.75x the real speed with the fitted spread (1.0) and at ~1.0x with
-    the default 1.25 (a diagonal Gaussian's noise partly falls where the decoder does not show it)."""
+    it generates, not only from real frames. Sampling spreads the step by `temperature` (1: as
+    fitted). How fast the decoded video moves also depends on how sharp the autoencoder is: the
+    demo's model moves at ~1.1x the real speed at 1.0 after 900 steps; models trained shorter
+    move slower and want ~1.25 (bench/RESULTS.md, "Temporal fluency")."""
 
     def __init__(self, settings: TemporalSettings):
         super().__init__()

@@ -245,7 +245,8 @@ def test_generated_video_is_fluent(kind, demo_rate):
     model = tiny(kind)
     train(model, windows, 300, batch=8, lr=1e-3)
     seed = windows[5, :4]
-    videos = [to_uint8(generate(model, seed, 40, torch.Generator().manual_seed(k))) for k in range(5)]
+    # 300 steps: the autoencoder is still soft, and the fitted spread (1.0) moves at ~0.75x
+    videos = [to_uint8(generate(model, seed, 40, torch.Generator().manual_seed(k), temperature=1.25)) for k in range(5)]
     real = cut(np.concatenate([frames, frames[:4]]), 16)
     report = continuations_report(videos, real, skip=4)
     print(format_report(report))
