@@ -129,6 +129,7 @@ def test_windows_cover_the_file_and_a_short_tail_joins_the_last(videos):
     assert len(windows) == 2
 
 
+@pytest.mark.slow  # 35-40 s: kill-and-resume runs keep the quick tier under 5 min
 def test_a_killed_process_run_resumes_to_the_same_rows(tmp_path, videos):
     """SIGKILL `stream2dataset process` (and its Ray) once some windows are staged, run it again:
     the rows are exactly those of an undisturbed run."""

@@ -75,6 +75,7 @@ def test_an_existing_run_needs_resume_and_flags_are_validated(diffusion_run, sna
     assert not run_dir(snapshot_root, "x").exists() and not run_dir(snapshot_root, "y").exists()
 
 
+@pytest.mark.slow  # 35-40 s: kill-and-resume runs keep the quick tier under 5 min
 def test_resume_continues_from_the_checkpoint(snapshot_root):
     folder = train(snapshot_root, "diffusion", "train-v1", tiny(steps=6, checkpoint_every=6), run="resumed")
     before = load_state(folder)
@@ -90,6 +91,7 @@ def test_resume_continues_from_the_checkpoint(snapshot_root):
     assert yaml.safe_load((folder / "config.yaml").read_text())["steps"] == 12
 
 
+@pytest.mark.slow  # 35-40 s: kill-and-resume runs keep the quick tier under 5 min
 def test_a_killed_worker_is_restarted_from_the_last_checkpoint(snapshot_root, ray_local):
     import psutil
 
