@@ -493,7 +493,7 @@ def usage_error_line(err: Exception) -> str:
     option = getattr(err, "option_name", None)
     if ctx is not None and ctx.parent is None and option:  # `stream2dataset -c x sql ...`
         return f"{msg}: options go after the command, e.g. `stream2dataset sql {option} ...`"
-    return f"{msg}; see `{command} --help`"
+    return f"{msg}{' ' if msg.endswith('?') else '; '}see `{command} --help`"  # after "Did you mean ...?"
 
 
 def main() -> None:
