@@ -65,7 +65,10 @@ def find_videos(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
     """The readable video files of `root` (a file, or a folder walked without following folder
     links); everything else that looks like a video is added to `skipped` as (path, reason)."""
     if not root.is_dir():
-        return [root] if not (why := _unreadable(root)) else skipped.append((str(root), why)) or []
+        if why := _unreadable(root):
+            skipped.append((str(root), why))
+            return []
+        return [root]
     found = []
     for folder, dirs, names in os.walk(root, onerror=lambda err: skipped.append((str(err.filename), err.strerror))):
         dirs.sort()
