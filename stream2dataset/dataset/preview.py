@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
+import cv2
 import numpy as np
 
 from ..storage import atomic_output
@@ -13,6 +13,8 @@ from ..storage import atomic_output
 
 def first_frame(path: Path, width: int) -> np.ndarray:
     """The first decodable frame of a video, scaled to `width`, as RGB."""
+    import av
+
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -26,24 +28,22 @@ def tile(images: list[np.ndarray], out: Path, columns: int = 4, width: int = 320
     if not images:
         raise ValueError("no images to show")
     tiles = []
-    for im in images:
+    for im in images:  # OpenCV, not PyAV: training nodes write sample grids and need no PyAV
         height = max(2, round(im.shape[0] * width / im.shape[1] / 2) * 2)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(im[..., :3]), format="rgb24")
-        tiles.append(frame.reformat(width=width, height=height).to_ndarray(format="rgb24"))
+        shrink = width < im.shape[1]
+        tiles.append(cv2.resize(np.ascontiguousarray(im[..., :3]), (width, height),
+                                interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC))
     h = max(t.shape[0] for t in tiles)
     rows = -(-len(tiles) // columns)
     sheet = np.full((rows * (h + pad) + pad, columns * (width + pad) + pad, 3), 24, np.uint8)
     for i, t in enumerate(tiles):
         y, x = pad + (i // columns) * (h + pad), pad + (i % columns) * (width + pad)
         sheet[y:y + t.shape[0], x:x + width] = t
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"{out}: the sheet did not encode as PNG")
     with atomic_output(out) as tmp:
-        with av.open(str(tmp), "w", format="image2", options={"update": "1"}) as c:
-            s = c.add_stream("png")
-            s.width, s.height, s.pix_fmt = sheet.shape[1], sheet.shape[0], "rgb24"
-            for packet in s.encode(av.VideoFrame.from_ndarray(sheet, format="rgb24")):
-                c.mux(packet)
-            for packet in s.encode():
-                c.mux(packet)
+        Path(tmp).write_bytes(png.tobytes())
     return out
 
 
@@ -56,6 +56,8 @@ def contact_sheet(paths: list[Path], out: Path, columns: int = 4, width: int = 3
 
 def crops_sheet(rows: list[dict], out: Path, per_kind: int = 8, width: int = 160) -> Path:
     """Kept crops from frame rows, one line per kind: what the dataset holds, at a glance."""
+    import av
+
     images: list[np.ndarray] = []
     for kind in sorted({r["kind"] for r in rows}):
         kept = [r for r in rows if r["kind"] == kind and r["dup_of"] is None][:per_kind]

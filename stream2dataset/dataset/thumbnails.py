@@ -6,8 +6,6 @@ import io
 import logging
 from datetime import datetime, timezone
 
-import av
-
 from .schema import frame_id
 
 log = logging.getLogger(__name__)
@@ -15,6 +13,8 @@ log = logging.getLogger(__name__)
 
 def thumbnail_row(item, *, channel: str, platform: str, segment_id: str, config_hash: str) -> dict | None:
     """A frames row for a fetched thumbnail (an ingest ThumbnailItem); None if it does not decode."""
+    import av  # here, not above: the dataset package is imported by training nodes that have no PyAV
+
     try:  # probed with the same decoder the pipeline uses, so a stored image always decodes
         with av.open(io.BytesIO(item.image)) as container:
             frame = next(container.decode(video=0))

@@ -1,19 +1,33 @@
 """A small real-footage snapshot for training tests: facecam crops and clips of the test stream."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from stream2dataset.config import TrainingConfig, parse_config
 from stream2dataset.dataset.snapshots import create_snapshot
-from stream2dataset.processing.pipeline import file_segments, process
 from stream2dataset.storage import Storage
+
+# A storage root made ahead by `make_training_root` (bench/gpu/prepare.py): a GPU node that has the
+# training stack but not the processing one (mediapipe, PyAV) runs the training tests on it.
+PREBUILT = os.environ.get("S2D_TEST_TRAINING_ROOT")
 
 
 @pytest.fixture(scope="session")
-def snapshot_root(tmp_path_factory, footage, ray_local):
+def snapshot_root(tmp_path_factory, request, ray_local):
     """Storage root holding snapshot `train-v1`: the 8 s test stream's facecam at 4 frames/s and
     clips of 8 frames at 8 fps, as 64-px crops (real carphone footage)."""
-    tmp = tmp_path_factory.mktemp("training")
+    if PREBUILT:
+        return Storage(Path(PREBUILT))
+    return make_training_root(tmp_path_factory.mktemp("training"), request.getfixturevalue("footage"))
+
+
+def make_training_root(tmp: Path, footage: Path) -> Storage:
+    """Process the test stream into `tmp/data` and freeze snapshot `train-v1` (see `snapshot_root`)."""
+    from stream2dataset.processing.pipeline import file_segments, process
+
     video = tmp / "streamer.ts"
     video.write_bytes(b"".join(p.read_bytes() for p in sorted(footage.glob("seg*.ts"))))
     cfg = parse_config({"storage": {"root": str(tmp / "data")},
