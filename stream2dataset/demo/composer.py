@@ -317,6 +317,15 @@ def heldout2(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
     return streams(n_overlay, n_webcam, HELDOUT2_SEED, split="heldout2")
 
 
+HELDOUT3_SEED = 3391  # stream seeds 3391000..3391511
+
+
+def heldout3(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
+    """The fourth round's held-out split (issue 14): heldout2's generator from a new seed, run once
+    after the round's tuning on `tune` (heldout2 had been seen once, at the end of round three)."""
+    return streams(n_overlay, n_webcam, HELDOUT3_SEED, split="heldout3")
+
+
 def all_streams() -> list[StreamSpec]:
-    """Every split: tune + heldout (`streams()`) and heldout2."""
-    return streams() + heldout2()
+    """Every split: tune + heldout (`streams()`), heldout2 and heldout3."""
+    return streams() + heldout2() + heldout3()

@@ -9,7 +9,10 @@ the game, and the dataset wants that whole window. Three cues find it:
 - the overlay's straight borders: edges that stay put while the content moves, counted at two
   contrast levels (a pale webcam backdrop against a pale road makes a faint but steady step);
 - the boundary where the temporal statistics change: the webcam's content is independent of the
-  game's, so along a true side the activity (mean frame-to-frame change) differs across it.
+  game's, so along a true side the activity (mean frame-to-frame change) differs across it; and
+  where no edge shows (a dark webcam corner over a dark UI panel), a side is where the camera's
+  motion (its sensor noise at least) stops at graphics that never move (`motion_stops`: the
+  fallback when edges close no rectangle).
 
 Candidate lines are the columns/rows around the face that are edges along most of the face's span
 (plus the frame's own borders); the facecam starts as the smallest rectangle around the face whose
@@ -61,6 +64,10 @@ STRONGER_AREA = 2.5      # more continuous, up to this many times its area
 SEED_CONFIDENCE = 0.8    # a rectangle the face's own search did not close must be surer
 LOOK_INTO = 3            # rectangles with no face in them that the window looks into for one
 MIN_OVERLAY = (140, 100)  # the smallest rectangle the face-free search calls an overlay
+STATIC_ACT = 0.25        # a band this still is static graphics (a UI panel; codec noise on it is ~0) ...
+ACTIVE_ACT = 0.8         # ... and a webcam's band this active (a camera's sensor noise alone moves it):
+#                          where one meets the other is a side even with no visible edge (a dark
+#                          webcam corner over a dark UI)
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,29 @@ def activity(frames: Sequence[np.ndarray]) -> np.ndarray:
     return acc / max(len(grey) - 1, 1)
 
 
+def motion_stops(act: np.ndarray, band: int = 6, gap: int = 3, along: int = 9) -> tuple[np.ndarray, ...]:
+    """Where a webcam's motion stops at static graphics, per side kind: maps (left, right, top,
+    bottom) whose [y, x] is True when a box's left side at column x (etc.) has an active band just
+    inside and a static band just outside (each band `band` px, `gap` px off the line, smoothed
+    over `along` px along it)."""
+    h, w = act.shape
+    across_x = cv2.blur(act, (band, along))  # mean over `band` columns x `along` rows, centred
+    across_y = cv2.blur(act, (along, band))
+    off = gap + band // 2
+    left_of = np.zeros_like(act)   # the band left of column x
+    right_of = np.zeros_like(act)  # the band right of column x
+    left_of[:, off:] = across_x[:, :w - off]
+    right_of[:, :w - off] = across_x[:, off:]
+    above = np.zeros_like(act)
+    below = np.zeros_like(act)
+    above[off:, :] = across_y[:h - off, :]
+    below[:h - off, :] = across_y[off:, :]
+
+    def stops(inside: np.ndarray, outside: np.ndarray) -> np.ndarray:
+        return (inside >= ACTIVE_ACT) & (outside <= STATIC_ACT)
+    return stops(right_of, left_of), stops(left_of, right_of), stops(below, above), stops(above, below)
+
+
 def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> float:
     """The weakest side's activity step: |inside - outside| / (inside + outside + 1), over a
     band just inside and just outside each side that is not the frame's own border."""
@@ -208,30 +238,44 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
 
 def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None,
                limit: int = CANDIDATES, skip: float = 0.0, grow: bool = True,
-               min_size: tuple[int, int] = (0, 0)) -> tuple[Box, float] | None:
+               min_size: tuple[int, int] = (0, 0), use_stops: bool = False) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
     and with `act` (the activity map) its sides moved out where the activity steps (`_grow`)."""
-    vx, vy, exact_x, exact_y, cx, cy = maps
+    vx, vy, exact_x, exact_y, cx, cy, stops, (sl, sr, st, sb) = maps
     h, w = vx.shape
     fx, fy, fw, fh = face
     fx0, fy0, fx1, fy1 = max(fx, 0), max(fy, 0), min(fx + fw, w), min(fy + fh, h)
     if fx1 <= fx0 or fy1 <= fy0:
         return None
-    # Lines that are edges along the face's own span: the overlay's borders must cross it.
+    # Lines that are edges (or where the motion stops) along the face's own span: the overlay's
+    # borders must cross it.
     col, col_exact = vx[fy0:fy1].mean(axis=0), exact_x[fy0:fy1].mean(axis=0)
     row, row_exact = vy[:, fx0:fx1].mean(axis=1), exact_y[:, fx0:fx1].mean(axis=1)
-    lefts = _candidates(col, col_exact, np.arange(fx0 - 1, 0, -1), 0, limit)
-    rights = _candidates(col, col_exact, np.arange(fx1 + 1, w), w, limit)
-    tops = _candidates(row, row_exact, np.arange(fy0 - 1, 0, -1), 0, limit)
-    bottoms = _candidates(row, row_exact, np.arange(fy1 + 1, h), h, limit)
+    if use_stops:  # the fallback when edges alone close nothing: sides where the motion stops count
+        col_l, col_r = stops[0][fy0:fy1].mean(axis=0), stops[1][fy0:fy1].mean(axis=0)
+        row_t, row_b = stops[2][:, fx0:fx1].mean(axis=1), stops[3][:, fx0:fx1].mean(axis=1)
+    else:
+        col_l = col_r = np.zeros_like(col)
+        row_t = row_b = np.zeros_like(row)
+        sl = sr = st = sb = None
+    lefts = _candidates(np.maximum(col, col_l), np.maximum(col_exact, col_l), np.arange(fx0 - 1, 0, -1), 0, limit)
+    rights = _candidates(np.maximum(col, col_r), np.maximum(col_exact, col_r), np.arange(fx1 + 1, w), w, limit)
+    tops = _candidates(np.maximum(row, row_t), np.maximum(row_exact, row_t), np.arange(fy0 - 1, 0, -1), 0, limit)
+    bottoms = _candidates(np.maximum(row, row_b), np.maximum(row_exact, row_b), np.arange(fy1 + 1, h), h, limit)
 
-    def vertical(x: int, y0: int, y1: int) -> float:  # a rounded corner's arc is not the side's
-        m = int(skip * (y1 - y0))
-        return 1.0 if x in (0, w) else (cx[y1 - m, x] - cx[y0 + m, x]) / (y1 - y0 - 2 * m)
+    def vertical(x: int, y0: int, y1: int) -> float:
+        m = int(skip * (y1 - y0))  # a rounded corner's arc is not the side's
+        if x in (0, w):
+            return 1.0
+        best = max((c[y1 - m, x] - c[y0 + m, x]) for c in (cx, sl, sr) if c is not None)
+        return best / (y1 - y0 - 2 * m)
 
     def horizontal(y: int, x0: int, x1: int) -> float:
         m = int(skip * (x1 - x0))
-        return 1.0 if y in (0, h) else (cy[y, x1 - m] - cy[y, x0 + m]) / (x1 - x0 - 2 * m)
+        if y in (0, h):
+            return 1.0
+        best = max((c[y, x1 - m] - c[y, x0 + m]) for c in (cy, st, sb) if c is not None)
+        return best / (x1 - x0 - 2 * m)
 
     # Every left x right x top x bottom at once (numpy): a seed's search looks at up to 13^4.
     L, R, T, B = (np.asarray(v, np.int64) for v in (lefts, rights, tops, bottoms))
@@ -239,14 +283,16 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     y0, y1 = T[None, None, :, None], B[None, None, None, :]
     bw, bh = x1 - x0, y1 - y0
 
-    def sides(c: np.ndarray, at: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int, vertical: bool) -> np.ndarray:
+    def sides(c: np.ndarray, stop: np.ndarray, at: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int,
+              vertical: bool) -> np.ndarray:
         m = np.floor(skip * (hi - lo)).astype(np.int64)
         a = np.minimum(at, c.shape[1] - 1 if vertical else c.shape[0] - 1)
-        got = (c[hi - m, a] - c[lo + m, a]) if vertical else (c[a, hi - m] - c[a, lo + m])
+        got = np.max([(k[hi - m, a] - k[lo + m, a]) if vertical else (k[a, hi - m] - k[a, lo + m])
+                      for k in (c, stop) if k is not None], axis=0)
         return np.where((at == 0) | (at == n), 1.0, got / (hi - lo - 2 * m))
 
-    weakest_all = np.minimum(np.minimum(sides(cx, x0, y0, y1, w, True), sides(cx, x1, y0, y1, w, True)),
-                             np.minimum(sides(cy, y0, x0, x1, h, False), sides(cy, y1, x0, x1, h, False)))
+    weakest_all = np.minimum(np.minimum(sides(cx, sl, x0, y0, y1, w, True), sides(cx, sr, x1, y0, y1, w, True)),
+                             np.minimum(sides(cy, st, y0, x0, x1, h, False), sides(cy, sb, y1, x0, x1, h, False)))
     ok = (bw >= max(MIN_CAM_OVER_FACE * fw, min_size[0])) & (bh >= max(MIN_CAM_OVER_FACE * fh, min_size[1])) \
         & (weakest_all >= SIDE_CONTINUITY)
     if not ok.any():
@@ -381,8 +427,13 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     vx, vy = _widen(exact_x, 1), _widen(exact_y, 0)
     cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
     cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
-    maps = (vx, vy, exact_x, exact_y, cx, cy)
     act = activity(frames)
+    stops = motion_stops(act)
+    c_stops = (np.concatenate([np.zeros((1, w)), np.cumsum(stops[0], axis=0)]),
+               np.concatenate([np.zeros((1, w)), np.cumsum(stops[1], axis=0)]),
+               np.concatenate([np.zeros((h, 1)), np.cumsum(stops[2], axis=1)], axis=1),
+               np.concatenate([np.zeros((h, 1)), np.cumsum(stops[3], axis=1)], axis=1))
+    maps = (vx, vy, exact_x, exact_y, cx, cy, stops, c_stops)
     if not tracks:
         rects = overlay_rectangles(maps, act)
         return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track", rects[0][0] if rects else None,
@@ -392,6 +443,10 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
         found = _rectangle(maps, t.box, act)
         if found is None or found[0] == (0, 0, w, h):
             found = _rectangle(maps, t.box, act, skip=CORNER_SKIP)
+        if found is None or found[0] == (0, 0, w, h):
+            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP, use_stops=True)
+            if found is not None and found[0][2] * found[0][3] >= FULL_FRAME_AREA * w * h:
+                found = None  # motion that stops at a source's own black bar is no overlay
         if found is None or found[0] == (0, 0, w, h):
             continue
         box, weakest = found

@@ -112,6 +112,16 @@ def test_a_miss_stores_no_whole_frame_as_facecam(detector):
         assert "facecam_not_found" in reasons
 
 
+@pytest.mark.parametrize("name", ["tune-112-carphone-ui-rounded", "tune-140-carphone-ui-rounded"])
+def test_a_side_with_no_edge_closes_where_the_webcams_motion_stops(name, detector):
+    """A rounded borderless webcam whose dark bottom meets a dark static UI: no edge shows there
+    (the side is 23-58% edge), but the camera's content moves up to it and the UI never does.
+    Before, no rectangle closed and the layout was unknown; now that side is where the motion stops."""
+    s = SPECS[name]
+    cam, _, _ = estimate(s, detector)
+    assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, cam
+
+
 def test_consistent_face_wins_over_a_bigger_one():
     small = [Face((100, 100, 40, 40), 0.9)]
     tracks = face_tracks([small + ([Face((600, 300, 200, 200), 0.6)] if i % 3 == 0 else []) for i in range(12)], 12)
