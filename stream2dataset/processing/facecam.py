@@ -241,7 +241,7 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
                min_size: tuple[int, int] = (0, 0), use_stops: bool = False) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
     and with `act` (the activity map) its sides moved out where the activity steps (`_grow`)."""
-    vx, vy, exact_x, exact_y, cx, cy, stops, (sl, sr, st, sb) = maps
+    vx, vy, exact_x, exact_y, cx, cy, stops, c_stops = maps
     h, w = vx.shape
     fx, fy, fw, fh = face
     fx0, fy0, fx1, fy1 = max(fx, 0), max(fy, 0), min(fx + fw, w), min(fy + fh, h)
@@ -252,6 +252,7 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     col, col_exact = vx[fy0:fy1].mean(axis=0), exact_x[fy0:fy1].mean(axis=0)
     row, row_exact = vy[:, fx0:fx1].mean(axis=1), exact_y[:, fx0:fx1].mean(axis=1)
     if use_stops:  # the fallback when edges alone close nothing: sides where the motion stops count
+        sl, sr, st, sb = c_stops
         col_l, col_r = stops[0][fy0:fy1].mean(axis=0), stops[1][fy0:fy1].mean(axis=0)
         row_t, row_b = stops[2][:, fx0:fx1].mean(axis=1), stops[3][:, fx0:fx1].mean(axis=1)
     else:
@@ -428,12 +429,17 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
     cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
     act = activity(frames)
-    stops = motion_stops(act)
-    c_stops = (np.concatenate([np.zeros((1, w)), np.cumsum(stops[0], axis=0)]),
-               np.concatenate([np.zeros((1, w)), np.cumsum(stops[1], axis=0)]),
-               np.concatenate([np.zeros((h, 1)), np.cumsum(stops[2], axis=1)], axis=1),
-               np.concatenate([np.zeros((h, 1)), np.cumsum(stops[3], axis=1)], axis=1))
-    maps = (vx, vy, exact_x, exact_y, cx, cy, stops, c_stops)
+    maps = (vx, vy, exact_x, exact_y, cx, cy, None, None)
+    with_stops: list = []
+
+    def stop_maps() -> tuple:  # only when edges close nothing: ~0.1 s a window
+        if not with_stops:
+            stops = motion_stops(act)
+            zero_row, zero_col = np.zeros((1, w), np.int32), np.zeros((h, 1), np.int32)
+            c_stops = tuple(np.concatenate([zero_row, np.cumsum(m, axis=0, dtype=np.int32)]) for m in stops[:2]) \
+                + tuple(np.concatenate([zero_col, np.cumsum(m, axis=1, dtype=np.int32)], axis=1) for m in stops[2:])
+            with_stops.append(maps[:6] + (stops, c_stops))
+        return with_stops[0]
     if not tracks:
         rects = overlay_rectangles(maps, act)
         return FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "no_face_track", rects[0][0] if rects else None,
@@ -444,7 +450,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
         if found is None or found[0] == (0, 0, w, h):
             found = _rectangle(maps, t.box, act, skip=CORNER_SKIP)
         if found is None or found[0] == (0, 0, w, h):
-            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP, use_stops=True)
+            found = _rectangle(stop_maps(), t.box, act, skip=CORNER_SKIP, use_stops=True)
             if found is not None and found[0][2] * found[0][3] >= FULL_FRAME_AREA * w * h:
                 found = None  # motion that stops at a source's own black bar is no overlay
         if found is None or found[0] == (0, 0, w, h):
