@@ -435,7 +435,44 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
                   f"frame (radius {r}) in {report['seconds']:.1f} s; links: {report['path']}")
 
 
-@app.command()
+from typer.core import TyperGroup  # noqa: E402
+
+
+class SnapshotGroup(TyperGroup):
+    """`snapshot create|export ...`; a first word that names no sub-command (nor --help) means
+    `create`, so `snapshot NAME [--where ...]` works as it always did."""
+
+    default_command = "create"
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+snapshot_app = typer.Typer(cls=SnapshotGroup, no_args_is_help=True,
+                           help="Freeze the dataset for training (`snapshot NAME` is `snapshot create NAME`), "
+                                "or export a snapshot.")
+app.add_typer(snapshot_app, name="snapshot")
+
+
+class ExportFormat(str, Enum):
+    webdataset = "webdataset"
+    parquet = "parquet"
+    hf = "hf"
+
+
+class ExportTable(str, Enum):
+    frames = "frames"
+    clips = "clips"
+
+
+class SnapshotsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@snapshot_app.command("create")
 def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_', '-'")],
              config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
              where: Annotated[Optional[str], typer.Option(help="one condition on a frame's own columns (no subqueries), "
@@ -453,17 +490,60 @@ def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_'
                   f"{files} files pinned -> {Storage.of(cfg).where}/snapshots/{name}.json")
 
 
+@snapshot_app.command("export")
+def snapshot_export(
+        name: Annotated[str, typer.Argument(help="the snapshot")],
+        out: Annotated[Path, typer.Argument(help="a new or empty folder, outside the storage root's data folders")],
+        fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="webdataset: OUT/00000.tar, ... (KEY.png + "
+                                                  "KEY.json); parquet: OUT/00000.parquet, ...; hf: a folder that "
+                                                  "datasets.load_dataset(OUT) reads, images as datasets.Image")],
+        config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+        shard_size: Annotated[int, typer.Option(min=1, help="rows per output file")] = 10_000,
+        table: Annotated[ExportTable, typer.Option(help="frames, or clips (a clip's frames in order)")
+                         ] = ExportTable.frames,
+) -> None:
+    """Write the rows a snapshot selects (its files, its filter, no near-duplicates) for other tools.
+
+    OUT/_stats.json, written last, lists the files and their rows. Read --format hf with
+    `datasets.load_dataset("OUT")` (split train; OUT/data/*.parquet also loads with "parquet")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from .dataset.export import export_snapshot
+    from .storage import Storage
+
+    cfg = load_config(config)
+    with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(f"{name} ({table.value})", total=None)
+        report = export_snapshot(Storage.of(cfg), name, fmt.value, out, shard_size=shard_size, table=table.value,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    rate = report["rows"] / report["seconds"] if report["seconds"] else 0
+    console.print(f"snapshot {name}: {report['rows']:,} {table.value} as {fmt.value} in {len(report['shards'])} "
+                  f"file(s), {_human_bytes(report['bytes'])}, {report['seconds']:.1f} s ({rate:,.0f} rows/s) "
+                  f"-> {escape(report['out'])}")
+
+
 @app.command()
-def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+              fmt: Annotated[SnapshotsFormat, typer.Option("--format", "-f", help="table or json")
+                             ] = SnapshotsFormat.table,
+              ) -> None:
     """List the snapshots: name, when, frames, filter, files."""
     from .dataset.snapshots import list_snapshots
     from .storage import Storage
 
     cfg = load_config(config)
+    listed = list_snapshots(Storage.of(cfg))
+    if fmt is SnapshotsFormat.json:  # one object per snapshot, the table's keys; a broken one has `error`
+        print(json.dumps([{"name": m["name"], "path": m["path"], "error": m["error"]} if "error" in m else
+                          {"name": m["name"], "created": m["created"], "frames": m["frames"],
+                           "files": sum(len(v) for v in m["files"].values()), "where": m["where"]}
+                          for m in listed], indent=1))
+        return
     table = Table(box=box.SIMPLE_HEAD)
     for col in ("name", "created (UTC)", "frames", "files", "where"):
         table.add_column(col, justify="right" if col in ("frames", "files") else "left")
-    for m in list_snapshots(Storage.of(cfg)):
+    for m in listed:
         if "error" in m:  # a broken file is named, and the others still listed
             table.add_row(escape(m["name"]), "[red]broken[/red]", "", "", escape(m["error"]))
             continue

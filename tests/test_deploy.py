@@ -220,6 +220,8 @@ def test_every_command_in_deploy_is_a_real_one():
             continue
         if hasattr(cmd, "commands"):  # a group: `sample diffusion|temporal`
             sub = args[0] if args else None
+            if sub not in cmd.commands and getattr(cmd, "default_command", None):  # `snapshot NAME`: create
+                sub, args = cmd.default_command, [cmd.default_command, *args]
             if sub not in cmd.commands:
                 bad.append(f"{where}: stream2dataset {name} {sub}: no such sub-command ({', '.join(cmd.commands)})")
                 continue
