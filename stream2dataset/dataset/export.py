@@ -28,6 +28,7 @@ import re
 import tarfile
 import time
 from datetime import datetime
+from itertools import accumulate
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -195,20 +196,12 @@ def _hf_table(rows: pa.Table, table: str) -> pa.Table:
             names = pa.array([f"{k}.{n:05d}.{e}" for k, e, m in zip(keys, exts, lengths) for n in range(m)],
                              pa.string())
             flat = data.flatten()
-            arr = pa.ListArray.from_arrays(pa.array([0, *_cumsum(lengths)], pa.int32()), _image_structs(flat, names),
+            arr = pa.ListArray.from_arrays(pa.array([0, *accumulate(lengths)], pa.int32()), _image_structs(flat, names),
                                            mask=data.is_null())
             features[col] = {"feature": {"_type": "Image"}, "_type": "List"}
         rows = rows.set_column(rows.column_names.index(col), col, arr)
     meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
     return rows.replace_schema_metadata(meta)
-
-
-def _cumsum(values: list[int]) -> list[int]:
-    out, total = [], 0
-    for v in values:
-        total += v
-        out.append(total)
-    return out
 
 
 HF_README = """---
