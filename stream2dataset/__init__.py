@@ -1,12 +1,23 @@
 """stream2dataset: record live and recorded video channels with Ray and turn them into datasets."""
 
-from .config import Channel, Config, RecordingSettings, load_config, parse_config
-from .errors import ConfigError, CorruptMedia, S2DError, StreamError, UserError
-from .storage import Storage
+# The public names load on first use (PEP 562): `import stream2dataset` (and so every CLI start,
+# `--help` included) pays for no pydantic, pyarrow or Ray until a command needs them.
+_EXPORTS = {
+    "Channel": "config", "Config": "config", "RecordingSettings": "config", "load_config": "config",
+    "parse_config": "config", "ConfigError": "errors", "CorruptMedia": "errors", "S2DError": "errors",
+    "StreamError": "errors", "UserError": "errors", "Storage": "storage",
+}
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Channel", "Config", "ConfigError", "CorruptMedia", "RecordingSettings", "S2DError", "Storage",
-    "StreamError", "UserError", "load_config", "parse_config",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

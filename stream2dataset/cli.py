@@ -20,8 +20,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .config import DEFAULT_CONFIG_NAME, load_config
-from .errors import Interrupted, UserError
+from .errors import Interrupted, Terminated, UserError, raise_terminated
+
+DEFAULT_CONFIG_NAME = "stream2dataset.yaml"  # config.DEFAULT_CONFIG_NAME, without importing pydantic to say it
+
+
+def load_config(path):
+    """config.load_config, imported when a command runs: `--help` and `--version` need no pydantic."""
+    from .config import load_config as load
+
+    return load(path)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Record Twitch/YouTube/HLS channels with Ray and turn them into datasets.")
@@ -30,6 +38,40 @@ console = Console()
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="S2D_CONFIG", help="config file")]
 AddressOpt = Annotated[Optional[str], typer.Option("--address", envvar="RAY_ADDRESS",
                                                    help="Ray cluster address (default: the config's, else a local Ray)")]
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"stream2dataset {version('stream2dataset')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                                help="print the version and exit")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help=(
+              "show the libraries' logs too (Ray, Ray Data INFO); without it they stay in Ray's log files"))] = False,
+          ) -> None:
+    if verbose:
+        from . import cluster
+
+        cluster.set_verbose(True)
+        logging.getLogger().setLevel(logging.INFO)
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, or json for scripts")]
+
+
+def print_json(data) -> None:
+    """Machine-readable output: plain JSON on stdout, no rich markup or wrapping."""
+    print(json.dumps(data, indent=1, default=str))
 
 
 def parse_duration(text: str) -> float:
@@ -58,6 +100,64 @@ def _since(iso: str | None) -> str:
     return f"{t.astimezone(timezone.utc):%H:%M:%S} ({ago} ago)"
 
 
+class Fit:
+    """A table whose words are never cut: as it is when its narrowest layout fits the terminal (rich then
+    wraps values between words only), else one block of `header  value` lines per row. Channel, run,
+    snapshot names and segment ids are single words, so they always show whole."""
+
+    def __init__(self, table: Table):
+        self.table = table
+
+    def __rich_console__(self, console, options):
+        # The table's own measure, unclamped (Measurement.get clamps the minimum to the width available).
+        if self.table.__rich_measure__(console, options.update_width(1 << 20)).minimum <= options.max_width:
+            yield self.table
+            return
+        yield from _vertical(self.table, console, options)
+
+
+def _vertical(table: Table, console, options):
+    """One block per row: `header  value` lines; a value too wide to sit beside its header goes on
+    the lines below it, indented, so a long name or id still shows whole if the terminal allows."""
+    from rich.measure import Measurement
+    from rich.padding import Padding
+    from rich.text import Text
+
+    def grid() -> Table:
+        block = Table.grid(padding=(0, 2))
+        block.add_column(style="bold", no_wrap=True, width=key_width)
+        block.add_column(overflow="fold")
+        return block
+
+    key_width = max((len(str(col.header)) for col in table.columns), default=0)
+    room = options.max_width - key_width - 2
+    if table.title:
+        yield Text.from_markup(table.title, style="bold") if isinstance(table.title, str) else table.title
+    for i in range(table.row_count):
+        yield ""
+        block = grid()
+        for col in table.columns:
+            cell = col._cells[i] if i < len(col._cells) else ""
+            renderable = console.render_str(cell) if isinstance(cell, str) else cell
+            if Measurement.get(console, options.update_width(1 << 20), renderable).minimum <= room:
+                block.add_row(col.header, cell)
+                continue
+            if block.row_count:
+                yield block
+            yield Text(str(col.header), style="bold")
+            yield Padding(renderable, (0, 0, 0, 2))
+            block = grid()
+        if block.row_count:
+            yield block
+    if table.caption:
+        yield ""
+        yield Text.from_markup(table.caption) if isinstance(table.caption, str) else table.caption
+
+
+def show(table: Table) -> None:
+    console.print(Fit(table))
+
+
 def status_table(st: dict) -> Table:
     table = Table(title=f"stream2dataset — {st.get('config', '')}", box=box.SIMPLE_HEAD)
     table.add_column("channel", no_wrap=True)
@@ -72,7 +172,7 @@ def status_table(st: dict) -> Table:
     for ch in st["channels"]:
         kind = " · ".join(x for x in (ch.get("platform"), ch.get("mode")) if x)
         detail = ch.get("detail", "")
-        table.add_row(f"{ch['channel']}\n[dim]{kind}[/dim]" if kind else ch["channel"],
+        table.add_row(f"{escape(ch['channel'])}\n[dim]{kind}[/dim]" if kind else escape(ch["channel"]),
                       f"{ch['state']}\n[dim]{detail}[/dim]" if detail else ch["state"], _since(ch.get("since")),
                       str(ch.get("segments", "")), _human_bytes(ch.get("bytes")), ch.get("last_error", ""),
                       *([(ch.get("node") or "")[:8]] if len(nodes) > 1 else []))
@@ -88,25 +188,32 @@ def status_table(st: dict) -> Table:
     return table
 
 
-def segments_table(cfg, channel: str | None = None) -> Table:
+def segment_summary(cfg, channel: str | None = None) -> tuple[str, list[dict]]:
+    """Where the manifest is, and one summary per channel (the keys of `segments --format json`)."""
     from .ingest import read_segments
     from .storage import Storage
 
     storage = Storage.of(cfg)
-    t = read_segments(storage, channel).to_pylist()
-    table = Table(title=f"recorded segments in {storage.where}")
-    for col in ("channel", "segments", "duration", "bytes", "resolution", "codec", "salvaged", "first", "last"):
-        table.add_column(col)
     by_channel: dict[str, list[dict]] = {}
-    for row in t:
+    for row in read_segments(storage, channel).to_pylist():
         by_channel.setdefault(row["channel"], []).append(row)
-    for name, rows in sorted(by_channel.items()):
-        res = {f"{r['width']}x{r['height']}" for r in rows}
-        table.add_row(name, str(len(rows)), f"{sum(r['duration_s'] for r in rows):.1f} s",
-                      _human_bytes(sum(r["bytes"] for r in rows)), ", ".join(sorted(res)),
-                      ", ".join(sorted({r["video_codec"] or "?" for r in rows})),
-                      str(sum(r["status"] == "salvaged" for r in rows)),
-                      rows[0]["start"].strftime("%H:%M:%S"), rows[-1]["end"].strftime("%H:%M:%S"))
+    return storage.where, [
+        {"channel": name, "segments": len(rows), "duration_s": round(sum(r["duration_s"] for r in rows), 3),
+         "bytes": sum(r["bytes"] for r in rows), "resolutions": sorted({f"{r['width']}x{r['height']}" for r in rows}),
+         "codecs": sorted({r["video_codec"] or "?" for r in rows}), "salvaged": sum(r["status"] == "salvaged" for r in rows),
+         "first": rows[0]["start"].isoformat(), "last": rows[-1]["end"].isoformat()}
+        for name, rows in sorted(by_channel.items())]
+
+
+def segments_table(cfg, channel: str | None = None) -> Table:
+    where, summary = segment_summary(cfg, channel)
+    table = Table(title=f"recorded segments in {escape(str(where))}", box=box.SIMPLE_HEAD)
+    for col in ("channel", "segments", "duration", "bytes", "resolution", "codec", "salvaged", "first", "last"):
+        table.add_column(col, no_wrap=col == "channel", overflow="fold")
+    for r in summary:
+        table.add_row(escape(r["channel"]), str(r["segments"]), f"{r['duration_s']:.1f} s", _human_bytes(r["bytes"]),
+                      ", ".join(r["resolutions"]), ", ".join(r["codecs"]), str(r["salvaged"]),
+                      r["first"][11:19], r["last"][11:19])
     return table
 
 
@@ -131,7 +238,7 @@ def check(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
         s = ch.settings(cfg.recording)
         table.add_row(ch.name, ch.platform, ch.mode, ch.source, ",".join(ch.tags), f"{s.segment_seconds:g}",
                       str(ch.enabled))
-    console.print(table)
+    show(table)
 
 
 @app.command()
@@ -142,29 +249,65 @@ def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None
 
     cfg = load_config(config)
     cluster.connect(address or cfg.ray.address, cfg.ray.namespace)
-    console.print(status_table(service.up(config)))
+    show(status_table(service.up(config)))
     console.print("recording; `stream2dataset status` to watch, `stream2dataset down` to stop. "
                   "Edits to the config file apply by themselves.")
 
 
 @app.command()
 def status(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
-           watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C")] = 0.0) -> None:
+           watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C")] = 0.0,
+           fmt: FormatOpt = OutputFormat.table) -> None:
     """Show each channel's state, segments, bytes and last error."""
     from rich.live import Live
 
     from . import cluster
     from .ingest import service
 
-    cfg = load_config(config)
-    cluster.connect(address or cfg.ray.address, cfg.ray.namespace, start_local=False)
+    ray_address, namespace, config_error = _service_settings(config)
+    if config_error:  # the service keeps its last good config: show it, and why the file was not taken
+        print(config_error, file=sys.stderr)
+    cluster.connect(address or ray_address, namespace, start_local=False)
+    if fmt is OutputFormat.json:
+        while True:  # with --watch: one JSON document per line, every N seconds
+            print(json.dumps(service.status(), default=str, indent=None if watch else 1), flush=True)
+            if not watch:
+                return
+            time.sleep(watch)
     if not watch:
-        console.print(status_table(service.status()))
+        show(status_table(service.status()))
         return
-    with Live(status_table(service.status()), console=console) as live:
+    with Live(Fit(status_table(service.status())), console=console) as live:
         while True:
             time.sleep(watch)
-            live.update(status_table(service.status()))
+            live.update(Fit(status_table(service.status())))
+
+
+def _service_settings(config: Path) -> tuple[str | None, str, str]:
+    """The Ray address and namespace to find the service in, and a config error line, if any.
+
+    A config file that no longer validates (an edit in progress, a typo) does not hide the running
+    service, which keeps recording with its last good config: the `ray` section is read from the raw
+    YAML when that part is valid, else the defaults are used, and the error is returned as one line."""
+    from .errors import ConfigError
+
+    try:
+        cfg = load_config(config)
+        return cfg.ray.address, cfg.ray.namespace, ""
+    except ConfigError as err:
+        if not Path(config).is_file():
+            raise
+        why = " ".join(str(err).split())
+    from .config import RayConfig, load_yaml
+
+    try:
+        raw = load_yaml(Path(config).read_text(encoding="utf-8"))
+        ray_cfg = RayConfig.model_validate((raw or {}).get("ray") or {})
+        return ray_cfg.address, ray_cfg.namespace, f"config not reloaded: {why}"
+    except Exception:  # noqa: BLE001 - not YAML, not a mapping, an invalid ray section: the defaults, said so
+        ray_cfg = RayConfig()
+        return None, ray_cfg.namespace, (f"config not reloaded: {why} (its ray section is unreadable too: "
+                                         f"looking for the service in Ray namespace {ray_cfg.namespace!r})")
 
 
 @app.command()
@@ -177,7 +320,7 @@ def down(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = No
     cfg = load_config(config)
     cluster.connect(address or cfg.ray.address, cfg.ray.namespace, start_local=False)
     final = service.down()
-    console.print(status_table({"channels": final, "config": str(config)}))
+    show(status_table({"channels": final, "config": str(config)}))
     if not (address or cfg.ray.address or keep_ray) and cluster.stop_local():
         console.print("stopped the local Ray")
 
@@ -210,15 +353,19 @@ def record(channel: str, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
             progress.update(task, completed=seconds, info=f"{st['state']} · {st['recorded']} segments")
     if not st["recorded"] and (rec.channel.mode == "live" or last["last_error"]):
         raise UserError(f"nothing recorded from channel {name} in {duration}: {last['last_error'] or last['state']}")
-    console.print(segments_table(cfg, name))
+    show(segments_table(cfg, name))
 
 
 @app.command()
 def segments(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
-             channel: Annotated[Optional[str], typer.Option(help="only this channel")] = None) -> None:
+             channel: Annotated[Optional[str], typer.Option(help="only this channel")] = None,
+             fmt: FormatOpt = OutputFormat.table) -> None:
     """Summarise the recorded segments in the manifest."""
     cfg = load_config(config)
-    console.print(segments_table(cfg, channel))
+    if fmt is OutputFormat.json:
+        print_json(segment_summary(cfg, channel)[1])
+        return
+    show(segments_table(cfg, channel))
 
 
 def _dataset_root(cfg) -> Path:
@@ -262,7 +409,7 @@ def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos o
     table = report_table(run_pipeline(cfg, segments), f"processed into {Storage.of(cfg).where}/dataset")
     if skipped:
         table.add_row("[yellow]skipped[/yellow]", f"{len(skipped)} paths that are not readable video files (above)")
-    console.print(table)
+    show(table)
 
 
 @app.command()
@@ -350,7 +497,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g.
                          min_width=min(len(field.name), 16))  # fold long values, not short headers
     for row in rows(result):
         table.add_row(*(Text(cell_text(v)) for v in row))  # Text: data is never read as rich markup
-    console.print(table)
+    show(table)  # too many columns for the terminal: one block per row
 
 
 def _stats_tables(st: dict) -> list[Table]:
@@ -391,7 +538,7 @@ def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
         print(json.dumps(st, indent=1))
     else:
         for table in _stats_tables(st):
-            console.print(table)
+            show(table)
     if plot:
         plot_stats(st, plot)
         print(f"wrote {plot}", file=sys.stderr if fmt is StatsFormat.json else sys.stdout)
@@ -576,10 +723,31 @@ def usage_error_line(err: Exception) -> str:
     return f"{msg}{' ' if msg.endswith('?') else '; '}see `{command} --help`"  # after "Did you mean ...?"
 
 
+def _end_ray() -> None:
+    """Disconnect from Ray before exiting on a signal, so its atexit hook has nothing left to report."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            ray.shutdown()
+        except BaseException:  # noqa: BLE001 - ending anyway; a second signal here must not print a trace
+            pass
+
+
 def main() -> None:
+    import signal
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    signal.signal(signal.SIGTERM, raise_terminated)  # cluster.reclaim_sigterm puts it back after ray.init
     try:
-        app(prog_name="stream2dataset", standalone_mode=False)
+        code = app(prog_name="stream2dataset", standalone_mode=False)
+        if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C) into Exit(130), returned here
+            raise KeyboardInterrupt
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        _end_ray()
+        sys.exit(143)
     except UserError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
@@ -592,4 +760,5 @@ def main() -> None:
         sys.exit(2)
     except _ABORTS:
         print("interrupted", file=sys.stderr)
+        _end_ray()
         sys.exit(130)

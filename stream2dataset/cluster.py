@@ -11,19 +11,95 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
-from .errors import UserError
+from .errors import UserError, raise_terminated
 
 log = logging.getLogger(__name__)
 
 LOCAL_STATE = Path(os.environ.get("S2D_STATE_DIR", Path.home() / ".cache" / "stream2dataset")) / "local-ray.json"
+
+
+# `stream2dataset -v`: Ray's and Ray Data's own logs (INFO) on the terminal, and the workers' output.
+# Without it the terminal shows this program's output and real errors only; Ray's logs stay in its
+# session folder (/tmp/ray/session_*/logs), Ray Data's in ray-data.log there.
+VERBOSE = False
+
+
+def set_verbose(on: bool) -> None:
+    global VERBOSE
+    VERBOSE = on
+
+
+def _init(**kwargs) -> None:
+    """ray.init, quiet unless VERBOSE; then SIGTERM is this program's again (see `reclaim_sigterm`)."""
+    import ray
+
+    if not VERBOSE:
+        _drop_native_ray_logs()
+        warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    ray.init(**kwargs, log_to_driver=VERBOSE, logging_level=logging.INFO if VERBOSE else logging.WARNING)
+    reclaim_sigterm()
+
+
+# `[2026-12-04 18:54:04,532 E 3472 3472] core_worker.cc:2465: ...`: a line of Ray's C++ logging.
+_NATIVE_LOG_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+:\d+: ")
+_native_filter: list[int] = []
+
+
+def _drop_native_ray_logs() -> None:
+    """The driver's C++ core worker writes its own notes to file descriptor 2 besides its log file
+    (python-core-driver-*.log in the session's logs), e.g. an E line "Actor ... has constructor
+    arguments in the object store and max_restarts > 0" for every Ray Data actor. Without -v those
+    lines are dropped: fd 2 becomes a pipe that passes every other line on, and Python's own
+    sys.stderr (errors, warnings, tracebacks) writes to the terminal directly, as before."""
+    if _native_filter:
+        return
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    sys.stderr = os.fdopen(real, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace",
+                           closefd=False)
+    for handler in logging.getLogger().handlers:  # logging.basicConfig's handler held the old sys.stderr
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.__stderr__:
+            handler.setStream(sys.stderr)
+    _native_filter.append(real)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb") as src:
+            for line in src:
+                if not _NATIVE_LOG_LINE.match(line):
+                    os.write(real, line)
+
+    threading.Thread(target=pump, name="native-stderr", daemon=True).start()
+
+
+def reclaim_sigterm() -> None:
+    """After ray.init: its core worker installs absl's failure signal handler, which prints a C++ stack
+    trace on SIGTERM; the CLI's handler (raise Terminated: one line, exit 143) takes SIGTERM back."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+
+
+def quiet_ray_data() -> None:
+    """Ray Data logs INFO (execution plans, progress blocks when stdout is no terminal) to the console;
+    without -v only its warnings reach the terminal. Its log file keeps everything."""
+    import ray.data  # noqa: F401  (configures the "ray.data" logger's handlers)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if type(handler).__name__ != "SessionFileHandler":
+            handler.setLevel(logging.INFO if VERBOSE else logging.WARNING)
 
 
 def ray_env_defaults() -> None:
@@ -67,7 +143,7 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
         return
     if address:
         try:
-            ray.init(address=address, namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+            _init(address=address, namespace=namespace)
         except (ConnectionError, RuntimeError) as err:
             raise UserError(f"cannot reach Ray at {address!r} ({err}); check --address / ray.address") from None
         return
@@ -81,8 +157,7 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
     deadline = time.monotonic() + 60
     while True:  # the head takes a few seconds to come up
         try:
-            ray.init(address=state["address"], namespace=namespace, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            _init(address=state["address"], namespace=namespace)
             return
         except (ConnectionError, RuntimeError):
             if time.monotonic() > deadline or not _alive(state["pgid"]):
@@ -126,7 +201,8 @@ def connect_for_job(address: str | None, namespace: str) -> None:
     ray_env_defaults()
     if ray.is_initialized():
         return
+    quiet_ray_data()
     if address or LOCAL_STATE.exists():
         connect(address, namespace, start_local=False)
     else:
-        ray.init(namespace=namespace, log_to_driver=False, logging_level=logging.WARNING)
+        _init(namespace=namespace)

@@ -36,3 +36,14 @@ class StreamError(ExpectedError):
 
 class CorruptMedia(S2DError):
     """A video file that does not decode; it is quarantined with this message as the reason."""
+
+
+class Terminated(BaseException):
+    """The process got SIGTERM: like KeyboardInterrupt (no `except Exception` swallows it), the CLI
+    ends the command cleanly on one line with exit status 143 (128 + SIGTERM)."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler of the CLI (installed again after `ray.init`, whose C++ core worker puts a
+    failure handler that prints a stack trace in its place)."""
+    raise Terminated()

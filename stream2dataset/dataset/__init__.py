@@ -3,15 +3,29 @@
 The DuckDB side (`catalog`, `stats`, `snapshots`, `dedup_pass`) is imported from its module where
 it is used: recorder and processing actors import this package and need none of it."""
 
-from .clips import CLIP_SCHEMA, clip_id, clips_dir, read_clips
-from .schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_KINDS, FRAME_SCHEMA, SCHEMA_VERSION, frame_id
-from .shards import read_shard, write_shards
-from .thumbnails import thumbnail_row
-from .writer import (commit_segments, frames_dir, read_frame_column, recover_commits, stage_rows, staging_dir,
-                     write_frames)
+# The names load on first use (PEP 562): `sql` imports the catalog, which needs two schemas, not the
+# writer, the thumbnails (OpenCV) and the transforms behind them.
+_EXPORTS = {
+    "CLIP_SCHEMA": "clips", "clip_id": "clips", "clips_dir": "clips", "read_clips": "clips",
+    "DROP_SCHEMA": "schema", "DUP_SCHEMA": "schema", "FRAME_KINDS": "schema", "FRAME_SCHEMA": "schema",
+    "SCHEMA_VERSION": "schema", "frame_id": "schema", "read_shard": "shards", "write_shards": "shards",
+    "thumbnail_row": "thumbnails", "commit_segments": "writer", "frames_dir": "writer",
+    "read_frame_column": "writer", "recover_commits": "writer", "stage_rows": "writer", "staging_dir": "writer",
+    "write_frames": "writer",
+}
 
 __all__ = [
     "CLIP_SCHEMA", "DROP_SCHEMA", "DUP_SCHEMA", "FRAME_KINDS", "FRAME_SCHEMA", "SCHEMA_VERSION", "clip_id",
     "clips_dir", "commit_segments", "frame_id", "frames_dir", "read_clips", "read_frame_column", "read_shard",
     "recover_commits", "stage_rows", "staging_dir", "thumbnail_row", "write_frames", "write_shards",
 ]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

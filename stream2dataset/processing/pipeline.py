@@ -145,7 +145,8 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
                             "(recorders reserve ray.recorder_cpus each): lower either, or add a node")
         actors = concurrency or config.processing.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) / need))
         ds = ray.data.from_items(windows).map_batches(
-            WindowProcessor, batch_size=1, num_cpus=need, scheduling_strategy="SPREAD",  # use every node's decoders
+            # Ray Data spreads the actors over the nodes (its default scheduling; every node's decoders are used).
+            WindowProcessor, batch_size=1, num_cpus=need,
             # Grows up to `actors` as CPUs allow: recorders may hold some of them.
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=min(actors, len(windows))),
             fn_constructor_kwargs={"processing": config.processing, "storage": config.storage,

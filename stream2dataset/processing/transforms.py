@@ -18,11 +18,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ..errors import ConfigError
+
+
+class _LazyCv2:
+    """OpenCV on first use: the config validates transform chains here, and `sql` or `status` need no
+    OpenCV (~0.1 s to import) for that."""
+
+    def __getattr__(self, name: str):
+        import cv2 as module
+
+        globals()["cv2"] = module
+        return getattr(module, name)
+
+
+cv2 = _LazyCv2()
 
 Transform = Callable[..., np.ndarray]
 TRANSFORMS: dict[str, Transform] = {}
@@ -196,7 +209,7 @@ def crop(batch: np.ndarray, box: tuple[Annotated[int, Field(ge=0)], Annotated[in
     return batch[:, y:y + h, x:x + w].copy()
 
 
-INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
+INTERPOLATION = {"area": "INTER_AREA", "linear": "INTER_LINEAR", "cubic": "INTER_CUBIC"}  # cv2 constants' names
 
 
 @transform("resize")
@@ -218,7 +231,7 @@ def resize(batch: np.ndarray, size: Size | tuple[Size, Size], mode: Literal["pad
     if mode == "pad":
         scale = min(tw / w, th / h)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    resized = np.stack([cv2.resize(img, (nw, nh), interpolation=INTERPOLATION[interpolation]) for img in batch])
+    resized = np.stack([cv2.resize(img, (nw, nh), interpolation=getattr(cv2, INTERPOLATION[interpolation])) for img in batch])
     if (nw, nh) == (tw, th):
         return resized
     fill = [*to_rgb(pad_color), 0][:c]  # the letterbox is not content: alpha 0

@@ -11,8 +11,8 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli import AddressOpt, ConfigOpt, app, console
-from ..config import DEFAULT_CONFIG_NAME, load_config
+from ..cli import (DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, FormatOpt, OutputFormat, app, console, load_config,
+                   print_json, show)
 from ..errors import UserError
 
 
@@ -62,7 +62,8 @@ def train(kind: Annotated[Kind, typer.Argument(help="diffusion (images) or tempo
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
         folder = run_training(Storage.of(cfg), kind.value, snapshot, cfg.training, run=run, resume=resume,
-                              overrides=overrides, progress=progress)
+                              overrides=overrides, progress=progress,
+                              notify=lambda line: console.print(line, markup=False, highlight=False))
     console.print(f"run {folder.name}: checkpoints, metrics.csv, tb/ and samples/ under {folder}")
 
 
@@ -128,19 +129,30 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
 
 
 @app.command()
-def runs(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+def runs(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), fmt: FormatOpt = OutputFormat.table) -> None:
     """List the training runs: kind, snapshot, newest checkpoint, last loss."""
+    from rich.markup import escape
+
     from ..storage import Storage
     from .runs import checkpoint_steps, pull_run, read_metrics, read_run_info
 
     storage = Storage.of(load_config(config))
     names = sorted({key.split("/")[1] for key in storage.files("runs") if key.endswith("/run.json")})
-    table = Table(box=box.SIMPLE_HEAD)
-    for col in ("run", "kind", "snapshot", "created (UTC)", "checkpoint step", "last loss"):
-        table.add_column(col)
+    rows = []
     for name in names:
         folder = pull_run(storage, name)
         info, steps, metrics = read_run_info(folder), checkpoint_steps(storage, name), read_metrics(folder)
-        table.add_row(name, info["kind"], info["snapshot"]["name"], info["created"][:19],
-                      str(steps[-1]) if steps else "-", f"{metrics[-1]['loss']:.4f}" if metrics else "-")
-    console.print(table)
+        rows.append({"run": name, "kind": info["kind"], "snapshot": info["snapshot"]["name"],
+                     "created": info["created"][:19], "checkpoint_step": steps[-1] if steps else None,
+                     "last_loss": metrics[-1]["loss"] if metrics else None})
+    if fmt is OutputFormat.json:
+        print_json(rows)
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("run", "kind", "snapshot", "created (UTC)", "checkpoint step", "last loss"):
+        table.add_column(col, no_wrap=col in ("run", "snapshot"))
+    for r in rows:
+        table.add_row(escape(r["run"]), r["kind"], escape(r["snapshot"]), r["created"],
+                      "-" if r["checkpoint_step"] is None else str(r["checkpoint_step"]),
+                      "-" if r["last_loss"] is None else f"{r['last_loss']:.4f}")
+    show(table)
