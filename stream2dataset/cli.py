@@ -242,7 +242,9 @@ def check(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
 
 
 @app.command()
-def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
+def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
+       ui: Annotated[bool, typer.Option("--ui", help="then serve the web dashboard on 127.0.0.1:8765 until Ctrl-C "
+                                                  "(the service keeps recording)")] = False) -> None:
     """Start the recorders as detached Ray actors (or apply config edits to a running service)."""
     from . import cluster
     from .ingest import service
@@ -252,6 +254,10 @@ def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None
     show(status_table(service.up(config)))
     console.print("recording; `stream2dataset status` to watch, `stream2dataset down` to stop. "
                   "Edits to the config file apply by themselves.")
+    if ui:
+        from .ui.command import serve_dashboard
+
+        serve_dashboard(cfg, "127.0.0.1", 8765, service.status)
 
 
 @app.command()
@@ -701,6 +707,7 @@ def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 
 # Training: `train`, `sample`, `runs` live beside the code they drive.
 from .training import commands as _training_commands  # noqa: E402,F401  (registers the commands)
+from .ui import command as _ui_command  # noqa: E402,F401  (registers `ui`)
 
 
 # typer raises the exceptions of its own copy of click (typer._click), not the click package's.
