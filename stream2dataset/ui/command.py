@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
-from ..cli import AddressOpt, ConfigOpt, app, console
-from ..config import DEFAULT_CONFIG_NAME, Config, load_config
+from ..cli import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, app, console, load_config
 from ..errors import UserError
+
+if TYPE_CHECKING:  # pydantic only when a command runs: `--help` stays fast
+    from ..config import Config
 
 __all__ = ["serve_dashboard", "ui"]
 
