@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -307,7 +307,7 @@ class TrainingConfig(_Model):
     batch_size: int = Field(64, ge=1, le=65536, description="images (diffusion) or windows (temporal) per worker per step")
     lr: float = Field(2e-4, gt=0, le=1)
     lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="after the warm-up")
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(100, ge=0, description="steps of linear warm-up to lr; unset: 100, or a tenth of a shorter run")
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="max gradient norm; 0 disables clipping")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA of the weights used for sampling")
@@ -327,6 +327,16 @@ class TrainingConfig(_Model):
     seed: int = Field(0, ge=0)
     diffusion: DiffusionSettings = Field(default_factory=DiffusionSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _warmup_in_run(cls, v: int, info: ValidationInfo) -> int:
+        # Runs only for a warm-up given explicitly (an unset one is fitted to the run: trainer.py).
+        steps = info.data.get("steps")
+        if steps is not None and v >= steps:
+            raise ValueError(f"{v} warm-up steps in a run of {steps} steps: the learning rate would never reach lr; "
+                             f"set warmup_steps below steps (e.g. --set warmup_steps={steps // 10}) or train longer")
+        return v
 
 
 class Config(_Model):

@@ -63,7 +63,7 @@ def train(kind: Annotated[Kind, typer.Argument(help="diffusion (images) or tempo
                   TimeElapsedColumn(), console=console) as progress:
         folder = run_training(Storage.of(cfg), kind.value, snapshot, cfg.training, run=run, resume=resume,
                               overrides=overrides, progress=progress,
-                              notify=lambda line: console.print(line, markup=False, highlight=False))
+                              notify=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
     console.print(f"run {folder.name}: checkpoints, metrics.csv, tb/ and samples/ under {folder}")
 
 

@@ -23,6 +23,15 @@ MATERIALIZE_MAX_BYTES = 2 * 2**30
 # A small snapshot is repeated so an epoch holds at least this many batches per worker: each
 # epoch restarts the streaming split, which costs about a second.
 MIN_BATCHES_PER_EPOCH = 20
+# What CPU workers train when these are unset: the model of `stream2dataset demo`, which trains at
+# ~5 steps/s (diffusion) and ~8 steps/s (temporal) on one core; the defaults (GPU-sized: 35.7M and
+# 21.6M parameters) take 30 s and 7.6 s per step of 16 there (bench: README "Training on a CPU").
+CPU_SIZED = {
+    "batch_size": 16,
+    "diffusion": {"resolution": 32, "base_channels": 32, "channel_mults": [1, 2, 2], "attention_levels": [2],
+                  "layers_per_block": 1},
+    "temporal": {"resolution": 32, "latent_dim": 64, "ae_channels": 16, "hidden": 128, "layers": 1},
+}
 
 
 def resolve_run(storage: Storage, kind: str, snapshot: str | None, run: str | None, resume: bool,
@@ -48,21 +57,26 @@ def resolve_run(storage: Storage, kind: str, snapshot: str | None, run: str | No
 
 
 def apply_overrides(training: TrainingConfig, overrides: dict) -> TrainingConfig:
-    """Flags over the config: `steps=...` or dotted `diffusion.resolution=...`; validated again."""
+    """Flags over the config: `steps=...` or dotted `diffusion.resolution=...`; validated again.
+
+    The result knows which settings were given (the config file's and these): pydantic's
+    `model_fields_set`, which `fit_to_hardware` leaves alone."""
     from pydantic import ValidationError
 
     from ..config import format_validation_error
 
-    data = training.model_dump(mode="json")
+    full = training.model_dump(mode="json")
+    data = training.model_dump(mode="json", exclude_unset=True)
     for key, value in overrides.items():
         if value is None:
             continue
-        node, *path = data, *key.split(".")
+        node, known, *path = data, full, *key.split(".")
         for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
+            if not isinstance(known.get(part), dict):
                 raise UserError(f"--set {key}: no such training setting")
-            node = node[part]
-        if path[-1] not in node:
+            known = known[part]
+            node = node.setdefault(part, {})
+        if path[-1] not in known:
             raise UserError(f"--set {key}: no such training setting (see the `training` section of `stream2dataset init`)")
         node[path[-1]] = value
     try:
@@ -71,27 +85,88 @@ def apply_overrides(training: TrainingConfig, overrides: dict) -> TrainingConfig
         raise UserError(format_validation_error(err, "training").replace("\n", "; ")) from None
 
 
+def fit_to_hardware(cfg: TrainingConfig, kind: str, cluster_gpus: float) -> tuple[TrainingConfig, list[str]]:
+    """The settings left unset, fitted to the workers' hardware; returns (config, lines to print).
+
+    CPU workers (gpus_per_worker 0) get a small model and batch (CPU_SIZED) that train in minutes;
+    GPU workers the full model (the defaults). An unset warm-up is at most a tenth of the run.
+    What the user set (config file, flags, --set) is never changed."""
+    notes = []
+    given = cfg.model_fields_set
+    update: dict = {}
+    if "warmup_steps" not in given and cfg.warmup_steps > cfg.steps // 10:
+        update["warmup_steps"] = cfg.steps // 10
+    section = getattr(cfg, kind)
+    if cfg.gpus_per_worker == 0:
+        fitted = {"batch_size": CPU_SIZED["batch_size"]} if "batch_size" not in given else {}
+        data = section.model_dump(mode="json", exclude_unset=True)
+        for key, value in CPU_SIZED[kind].items():
+            if key in section.model_fields_set:
+                continue
+            try:  # each CPU size that fits with the settings given (else that setting keeps its default)
+                update[kind] = section.model_validate({**data, key: value})
+            except ValueError:
+                continue
+            data[key] = value
+            fitted[f"{kind}.{key}"] = value
+        if fitted:
+            shown = ", ".join(f"{k}={v}".replace(" ", "") for k, v in fitted.items())
+            notes.append(f"no GPU per worker (gpus_per_worker 0): using CPU-sized defaults ({shown}), which train "
+                         "in minutes on a laptop; set them to override")
+        if cluster_gpus >= 1:
+            notes.append(f"the cluster has {cluster_gpus:g} GPUs: --gpus-per-worker 1 trains on them with the full model")
+        update |= {k: v for k, v in fitted.items() if "." not in k}
+    else:
+        full = ", ".join(f"{k}={v}".replace(" ", "") for k, v in section.model_dump(mode="json").items()
+                         if k in CPU_SIZED[kind])
+        notes.append(f"{cfg.gpus_per_worker:g} GPU per worker: the full {kind} model ({full}), batch_size={cfg.batch_size}")
+        needed = cfg.gpus_per_worker * cfg.workers
+        if cluster_gpus < needed:
+            notes.append(f"the cluster has {cluster_gpus:g} GPUs now, {cfg.workers} workers x {cfg.gpus_per_worker:g} need "
+                         f"{needed:g}: the run waits until they join (--gpus-per-worker 0 trains on CPUs)")
+    if "warmup_steps" in update:
+        notes.append(f"warmup_steps={update['warmup_steps']}: a tenth of the {cfg.steps} steps (set warmup_steps to override)")
+    if not update:
+        return cfg, notes
+    # model_copy keeps the set fields as they were: a resumed run's saved config is all "given".
+    return cfg.model_copy(update=update), notes
+
+
 def train(storage: Storage, kind: str, snapshot: str | None, training: TrainingConfig, *, run: str | None = None,
-          resume: bool = False, overrides: dict | None = None, progress=None) -> Path:
-    """Run (or resume) a training run to its last step on the connected Ray; returns the run folder."""
+          resume: bool = False, overrides: dict | None = None, progress=None, notify=None) -> Path:
+    """Run (or resume) a training run to its last step on the connected Ray; returns the run folder.
+    `notify(line)` is told which settings were fitted to the hardware or the snapshot, and why."""
+    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from .data import snapshot_dataset
 
+    notify = notify or (lambda line: None)
     folder, snapshot, cfg = resolve_run(storage, kind, snapshot, run, resume, training, overrides or {})
+    cfg, notes = fit_to_hardware(cfg, kind, ray.cluster_resources().get("GPU", 0) if ray.is_initialized() else 0)
+    for line in notes:
+        notify(line)
     settings = cfg.diffusion if kind == "diffusion" else cfg.temporal
     dataset, info = snapshot_dataset(storage, snapshot, kind, settings, cfg)
     what = "frames" if kind == "diffusion" else f"windows of {settings.context} frames"
     per_worker = info.items // cfg.workers
     if per_worker < 1:
         raise UserError(f"snapshot {snapshot!r} has {info.items} {what}: fewer than --workers {cfg.workers}")
-    batch_size = min(cfg.batch_size, per_worker)  # a small snapshot still gives every worker whole batches
+    if cfg.batch_size > per_worker:  # a small snapshot still gives every worker whole batches
+        notify(f"batch_size {cfg.batch_size} is more than the {per_worker} {what} each of {cfg.workers} worker(s) "
+               f"gets from snapshot {snapshot!r}: training with batch_size {per_worker}")
+        cfg = cfg.model_copy(update={"batch_size": per_worker})
+    batch_size = cfg.batch_size
     if info.items * info.item_bytes <= MATERIALIZE_MAX_BYTES:
-        dataset = dataset.materialize()
         repeat = -(-MIN_BATCHES_PER_EPOCH * batch_size // per_worker)
         if repeat > 1:
-            dataset = dataset.union(*[dataset] * (repeat - 1))
+            # Copies of the rows in new blocks: a union of the dataset with itself would hand the
+            # workers' iterators the same block refs several times, and Ray Data's prefetcher
+            # then fails on every batch (`ray.wait` refuses duplicate refs).
+            dataset = dataset.map_batches(_repeat_rows, fn_kwargs={"times": repeat}, batch_size=None,
+                                          batch_format="numpy", zero_copy_batch=True)
+        dataset = dataset.materialize()
     dataset = dataset.randomize_block_order()  # a new order every epoch; workers shuffle within blocks
     snap = {"name": info.name, "created": info.created, "rows": info.rows, "channels": info.channels}
     write_run_info(folder, kind, snap, cfg)
@@ -128,6 +203,16 @@ def _run_storage(storage: Storage) -> dict:
     if storage.remote:
         return {"storage_path": storage.remote.key("runs"), "storage_filesystem": storage.remote.fs}
     return {"storage_path": str(runs_dir(storage))}
+
+
+def _repeat_rows(batch: dict, times: int) -> dict:
+    """A block's rows `times` over, each copy in its own order (seeded: the same every run)."""
+    import numpy as np
+
+    n = len(next(iter(batch.values())))
+    rng = np.random.default_rng(n)
+    order = np.concatenate([np.arange(n)] + [rng.permutation(n) for _ in range(times - 1)])
+    return {k: v[order] for k, v in batch.items()}
 
 
 def _train_loop(run: dict) -> None:
