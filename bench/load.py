@@ -50,7 +50,8 @@ from stream2dataset.dataset import frames_dir
 from stream2dataset.config import RayConfig
 from stream2dataset.demo import LiveHLSServer, build_demo_hls
 from stream2dataset.demo.footage import Layout
-from stream2dataset.ingest import read_segments, service
+from stream2dataset import service
+from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.ingest.segments import probe
 from stream2dataset.processing.pipeline import pending_segments, process
 from stream2dataset.storage import Storage

@@ -25,7 +25,8 @@ from rich.table import Table
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.demo import DEFAULT_LAYOUT, LiveHLSServer, build_demo_hls
-from stream2dataset.ingest import read_segments, service
+from stream2dataset import service
+from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.ingest.segments import probe
 from stream2dataset.storage import Storage
 

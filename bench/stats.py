@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream2dataset.dataset.schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
-from stream2dataset.ingest.manifest import SEGMENT_SCHEMA
+from stream2dataset.dataset.manifest import SEGMENT_SCHEMA
 
 REASONS = ("no_face", "low_score", "too_small", "blurred")
 _META = {SCHEMA_KEY: str(SCHEMA_VERSION).encode()}

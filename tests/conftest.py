@@ -114,17 +114,13 @@ def ray_local():
 def argv(monkeypatch, capsys):
     """Run `stream2dataset ARGS` exactly as given, in this process, as a user would (argv, exit
     status, stdout and stderr), without paying a Python start-up per call."""
-    from rich.console import Console
-
     from stream2dataset import cli as cli_module
-    from stream2dataset.training import commands
+    from stream2dataset.cli import options
 
     def run(*args: str) -> subprocess.CompletedProcess:
         argv = ["stream2dataset", *args]
         monkeypatch.setattr(sys, "argv", argv)
-        console = Console(width=200)  # as with COLUMNS=200
-        monkeypatch.setattr(cli_module, "console", console)
-        monkeypatch.setattr(commands, "console", console)
+        monkeypatch.setattr(options.console, "_width", 200)  # as with COLUMNS=200 (Console(width=200))
         try:
             cli_module.main()
             code = 0

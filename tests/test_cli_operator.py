@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from rich.console import Console
 
 from stream2dataset import cli
-from stream2dataset.ingest.manifest import SEGMENT_SCHEMA
-from stream2dataset.training import commands
+from stream2dataset.cli import options, tables
+from stream2dataset.dataset.manifest import SEGMENT_SCHEMA
 from tests.dataset.test_catalog import DAY1, frame, segment, write_frames, write_shard
 
 from .conftest import wait_for, write_config
@@ -118,7 +117,7 @@ def test_a_signal_ends_record_on_one_line(tmp_path, hls, footage, sig, code, lin
 @pytest.fixture
 def service(tmp_path, ray_local):
     """The recording service on the test Ray (no channels), and a config pointing at it."""
-    from stream2dataset.ingest import service as svc
+    from stream2dataset import service as svc
 
     cfg = write_config(tmp_path, [])
     data = yaml.safe_load(cfg.read_text())
@@ -165,7 +164,7 @@ def test_status_with_a_config_that_is_not_even_yaml_still_looks_for_the_service(
     connected = {}
     monkeypatch.setattr("stream2dataset.cluster.connect",
                         lambda address, namespace, start_local=True: connected.update(ns=namespace))
-    monkeypatch.setattr("stream2dataset.ingest.service.status", lambda: {"channels": [], "config": str(cfg)})
+    monkeypatch.setattr("stream2dataset.service.status", lambda: {"channels": [], "config": str(cfg)})
     done = argv("status", "-c", str(cfg))
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("config not reloaded: ") and "namespace 'stream2dataset'" in done.stderr
@@ -195,9 +194,7 @@ def long_root(tmp_path_factory):
 
 @pytest.fixture(params=[80, 200])
 def width_argv(request, monkeypatch):
-    console = Console(width=request.param)
-    monkeypatch.setattr(cli, "console", console)
-    monkeypatch.setattr(commands, "console", console)
+    monkeypatch.setattr(options.console, "_width", request.param)  # what Console(width=...) sets
 
     def go(*args):
         monkeypatch.setattr(sys, "argv", ["stream2dataset", *args])
@@ -216,7 +213,7 @@ def test_status_table_keeps_channel_names_whole(width_argv, capsys):
         {"channel": name, "platform": "hls", "mode": "live", "state": "backoff", "detail": "retry in 4s",
          "since": "2026-12-04T10:00:00+00:00", "segments": 12, "bytes": 123456789,
          "last_error": "the origin answered 503 Service Unavailable for the playlist"} for name in (LONG, LONG2)]}
-    cli.show(cli.status_table(st))
+    tables.show(tables.status_table(st))
     out = capsys.readouterr().out
     assert LONG in out and LONG2 in out
     assert max(len(line) for line in out.splitlines()) <= width
@@ -263,4 +260,4 @@ def test_json_formats_parse(long_root, argv):
 def test_the_cli_names_the_same_default_config_as_the_config_module():
     from stream2dataset.config import DEFAULT_CONFIG_NAME
 
-    assert cli.DEFAULT_CONFIG_NAME == DEFAULT_CONFIG_NAME
+    assert options.DEFAULT_CONFIG_NAME == DEFAULT_CONFIG_NAME

@@ -10,7 +10,8 @@ import yaml
 from stream2dataset.config import load_config
 from stream2dataset.dataset.catalog import query
 from stream2dataset.dataset.snapshots import create_snapshot
-from stream2dataset.ingest import read_segments, service
+from stream2dataset import service
+from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.processing.pipeline import pending_segments, process
 from stream2dataset.storage import Storage
 from stream2dataset.training.runs import checkpoint_steps, read_metrics

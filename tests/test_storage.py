@@ -53,8 +53,8 @@ def test_quarantine_moves_file_with_reason(tmp_path):
 
 
 def test_retention_deletes_only_processed_raw_after_keep_hours(tmp_path):
-    from stream2dataset.ingest.manifest import write_segment
-    from stream2dataset.ingest.retention import prune_raw
+    from stream2dataset.dataset.manifest import write_segment
+    from stream2dataset.service.retention import prune_raw
 
     s = Storage(tmp_path)
     ids = []

@@ -65,7 +65,7 @@ class SchemaVersionError(UserError):
 
 def _schema(table: str) -> pa.Schema:
     if table == "segments":  # imported here: importing stream2dataset.ingest loads the recorder (~1 s)
-        from ..ingest.manifest import SEGMENT_SCHEMA
+        from .manifest import SEGMENT_SCHEMA
         return SEGMENT_SCHEMA
     return {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA, "dups": DUP_SCHEMA}[table]
 

@@ -1,12 +1,13 @@
-"""Ingest: platform adapters, the segmenter, the per-channel recorder and the recording service."""
+"""Ingest: channel sources and platform adapters, the segmenter and the per-channel recorder.
 
-from .manifest import SEGMENT_SCHEMA, read_segments
+Committed segments are rows of the manifest (`dataset.manifest`); the service that runs the
+recorders sits above the stages (`stream2dataset.service`)."""
 
-__all__ = ["SEGMENT_SCHEMA", "ChannelRecorder", "read_segments"]
+__all__ = ["ChannelRecorder"]
 
 
 def __getattr__(name: str):
-    # The recorder (PyAV) only when asked for: the catalog and training nodes import the manifest alone.
+    # The recorder (PyAV) only when asked for: `import stream2dataset.ingest.sources` stays light.
     if name == "ChannelRecorder":
         from .recorder import ChannelRecorder
         return ChannelRecorder

@@ -25,10 +25,9 @@ from pathlib import Path
 import av
 
 from ..config import Config
-from ..dataset import frames_dir, read_frame_column, thumbnail_row, write_frames
+from ..dataset import frames_dir, manifest, read_frame_column, thumbnail_row, write_frames
 from ..errors import CorruptMedia, StreamError
 from ..storage import PART_SUFFIX, Storage
-from . import manifest
 from .memory import CommitMemory, Mark
 from .platforms import adapter_for
 from .recovery import recover_channel

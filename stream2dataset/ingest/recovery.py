@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..errors import CorruptMedia
 from ..storage import PART_SUFFIX, Storage
-from . import manifest
+from ..dataset import manifest
 from .segments import MediaInfo, probe, salvage
 
 VIDEO_EXTS = {".ts", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".flv"}

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import Config, DatasetConfig
 from ..dataset import commit_segments, recover_commits
 from ..errors import CorruptMedia, UserError
-from ..ingest.manifest import read_segments
+from ..dataset.manifest import read_segments
 from ..ingest.platforms import slug
 from ..ingest.recovery import VIDEO_EXTS
 from ..storage import Storage, sha256_file

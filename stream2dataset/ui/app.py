@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, HTMLResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from ..cli import _human_bytes, _since  # the CLI's own formatting: the page reads as `status` does
+from ..humanize import human_bytes, since  # as the CLI prints them: the page reads as `status` does
 from ..config import Config
 from ..errors import UserError
 from ..storage import Storage
@@ -51,14 +51,14 @@ def _processing_line(st: dict) -> str:
 def build_app(cfg: Config, service_status: Callable[[], dict] | None = None,
               allowed_hosts: list[str] | None = None) -> Starlette:
     """The dashboard for `cfg`'s storage root. `service_status`: the running service's status
-    (`ingest.service.status` on a connected Ray), or None to show the manifest alone.
+    (`service.status` on a connected Ray), or None to show the manifest alone.
     `allowed_hosts`: Host headers answered (loopback names guard a local dashboard against DNS
     rebinding); None: any."""
     storage = Storage.of(cfg)
     manifest = data.ManifestCache(storage)
     timeout_s = cfg.dataset.sql_timeout_s
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
-    templates.env.filters.update(human_bytes=_human_bytes, since=_since)
+    templates.env.filters.update(human_bytes=human_bytes, since=since)
     from ..dataset.stats import cell_text
     templates.env.filters["cell"] = cell_text
 

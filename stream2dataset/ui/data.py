@@ -1,6 +1,6 @@
 """What the dashboard shows, gathered through the same library calls as the CLI (no web code here).
 
-Channels: the running service's status (`ingest.service.status`, as `stream2dataset status`), with
+Channels: the running service's status (`service.status`, as `stream2dataset status`), with
 each channel's segments, bytes and processing backlog from the manifest (`read_segments`,
 `pending_segments`), which also stand in when no service is running. Crops and frame images:
 catalog queries in the read-only sandbox. Runs: `training.runs`, as `stream2dataset runs`.
@@ -59,7 +59,7 @@ class ManifestCache:
             return self._value
 
     def _read(self) -> dict[str, dict]:
-        from ..ingest import read_segments
+        from ..dataset.manifest import read_segments
         from ..processing.pipeline import pending_segments
 
         out: dict[str, dict] = {}

@@ -13,7 +13,7 @@ from ray.cluster_utils import Cluster
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.demo import LiveHLSServer
-from stream2dataset.ingest import service
+from stream2dataset import service
 
 CHANNELS = [f"cam{i}" for i in range(4)]
 # Notice a dead node in ~3 s instead of Ray's default ~15 s, so the test stays short.

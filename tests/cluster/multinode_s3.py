@@ -14,7 +14,7 @@ from ray.cluster_utils import Cluster
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.config import parse_config
-from stream2dataset.ingest import manifest
+from stream2dataset.dataset import manifest
 from stream2dataset.ingest.segments import probe
 from stream2dataset.processing.pipeline import pending_segments, process
 from stream2dataset.storage import Storage, sha256_file

@@ -21,7 +21,7 @@ from stream2dataset.dataset.catalog import (
 from stream2dataset.dataset.clips import CLIP_SCHEMA
 from stream2dataset.dataset.schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
 from stream2dataset.errors import UserError
-from stream2dataset.ingest.manifest import SEGMENT_SCHEMA
+from stream2dataset.dataset.manifest import SEGMENT_SCHEMA
 from stream2dataset.storage import atomic_output
 
 DAY1 = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)

@@ -16,7 +16,7 @@ import pytest
 
 from stream2dataset.dataset import stats as stats_module
 from stream2dataset.dataset.stats import SEGMENTS_CACHE, dataset_stats
-from stream2dataset.ingest.manifest import SEGMENT_SCHEMA
+from stream2dataset.dataset.manifest import SEGMENT_SCHEMA
 from tests.dataset.test_catalog import COLORS, DAY1, DAY2, make_root, png, segment, write_shard
 
 

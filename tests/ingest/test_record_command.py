@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from stream2dataset.ingest import read_segments
+from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.storage import Storage
 
 from ..conftest import write_config

@@ -5,7 +5,8 @@ import subprocess
 
 
 from stream2dataset.config import load_config
-from stream2dataset.ingest import ChannelRecorder, read_segments
+from stream2dataset.dataset.manifest import read_segments
+from stream2dataset.ingest import ChannelRecorder
 from stream2dataset.ingest.segments import probe
 from stream2dataset.storage import Storage
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stream2dataset.ingest import read_segments
+from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.ingest.segments import keyframe_marks
 
 from ..conftest import wait_for

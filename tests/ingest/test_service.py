@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from stream2dataset.config import load_config
-from stream2dataset.ingest import read_segments, service
+from stream2dataset import service
+from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.storage import Storage
 
 from ..conftest import wait_for, write_config

@@ -1,4 +1,4 @@
-"""`stream2dataset demo`: the whole pipeline built so far, on the embedded demo channel.
+"""What `stream2dataset demo` runs: the whole pipeline built so far, on the embedded demo channel.
 
 Renders the demo footage once (real face video as a facecam on a game-like background), serves it
 as a live HLS stream on loopback, runs the service on a local Ray for `seconds` (recording, and
@@ -17,12 +17,30 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
+import ray
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.progress import Progress
 
-from .footage import DEFAULT_LAYOUT, build_demo_hls
-from .live_hls import LiveHLSServer
+from .. import service
+from ..cluster import ray_env_defaults
+from ..config import load_config
+from ..dataset import frames_dir, read_clips
+from ..dataset.dedup_pass import dedup_dataset
+from ..dataset.manifest import read_segments
+from ..dataset.preview import contact_sheet, crops_sheet
+from ..dataset.snapshots import create_snapshot
+from ..dataset.stats import dataset_stats, plot_stats, preview_sheet
+from ..demo import DEFAULT_LAYOUT, LiveHLSServer, build_demo_hls
+from ..ingest.segments import probe
+from ..processing.pipeline import pending_segments, process
+from ..storage import Storage
+from ..training.fluency import format_report
+from ..training.sample import sample_diffusion, sample_temporal
+from ..training.trainer import train
+from .tables import segments_table, stats_tables, status_table
 
 SEGMENT_SECONDS = 10
 
@@ -47,17 +65,6 @@ def demo_config(url: str) -> dict:
 
 
 def run_demo(workdir: Path, seconds: float, console: Console) -> None:
-    import ray
-
-    from ..cli import segments_table, status_table
-    from ..cluster import ray_env_defaults
-    from ..dataset.preview import contact_sheet
-    from ..ingest import read_segments, service
-    from ..config import load_config
-    from ..ingest.segments import probe
-    from ..processing.pipeline import pending_segments, process
-    from ..storage import Storage
-
     workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("S2D_CACHE", Path.home() / ".cache" / "stream2dataset"))
@@ -112,11 +119,6 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
 
 
 def _show_dataset(storage, workdir: Path, console: Console) -> None:
-    import pyarrow.parquet as pq
-
-    from ..dataset import frames_dir, read_clips
-    from ..dataset.preview import crops_sheet
-
     rows = [r for p in sorted(frames_dir(storage).rglob("*.parquet")) for r in pq.ParquetFile(p).read().to_pylist()]
     kinds = {k: sum(r["kind"] == k and r["dup_of"] is None for r in rows) for k in sorted({r["kind"] for r in rows})}
     dups = sum(r["dup_of"] is not None for r in rows)
@@ -130,18 +132,12 @@ def _show_dataset(storage, workdir: Path, console: Console) -> None:
 
 def _dataset_steps(cfg, workdir: Path, console: Console) -> None:
     """What an operator does next: dedup across segments, stats, a snapshot, a preview sheet."""
-    from ..cli import _stats_tables
-    from ..dataset.dedup_pass import dedup_dataset
-    from ..dataset.snapshots import create_snapshot
-    from ..dataset.stats import dataset_stats, plot_stats, preview_sheet
-    from ..storage import Storage
-
     storage = Storage.of(cfg)
     links = dedup_dataset(storage, cfg.dataset.dedup_radius)
     console.print(f"dedup across segments: {links['linked']} of {links['frames']} frames linked as near-duplicates "
                   f"(radius {links['radius']})  [stream2dataset dedup]")
     st = dataset_stats(storage.root)
-    for table in _stats_tables(st):
+    for table in stats_tables(st):
         console.print(table)
     console.print(f"chart of frames and hours per day: {plot_stats(st, workdir / 'stats.png')}  [stream2dataset stats]")
     name = "demo-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -155,12 +151,6 @@ def _dataset_steps(cfg, workdir: Path, console: Console) -> None:
 
 def _training_steps(cfg, storage, snapshot: str, workdir: Path, console: Console) -> None:
     """Train both tiny models on the snapshot with Ray Train, then sample images and video."""
-    from rich.progress import Progress
-
-    from ..training.fluency import format_report
-    from ..training.sample import sample_diffusion, sample_temporal
-    from ..training.trainer import train
-
     # A DDPM needs more steps than the sequence model before its samples look like anything; the
     # temporal model's autoencoder needs ~900 before small face motions show (at 300 its own
     # reconstruction of the real clips moved at 0.15x the real speed, so no sampler could be fluent).

@@ -11,9 +11,12 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..cli import (DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, FormatOpt, OutputFormat, app, console, load_config,
-                   print_json, show)
 from ..errors import UserError
+from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, FormatOpt, OutputFormat, app, console, load_config, print_json
+from .tables import show
+
+# Command bodies import the library when they run (deferred on purpose: pydantic, pyarrow, Ray and
+# DuckDB are what `--help` and `sql` would otherwise pay for at start-up; see test_cli_operator).
 
 
 class Kind(str, Enum):
@@ -53,7 +56,7 @@ def train(kind: Annotated[Kind, typer.Argument(help="diffusion (images) or tempo
     """Train the diffusion or the temporal model on a snapshot with Ray Train (DDP over --workers)."""
     from .. import cluster
     from ..storage import Storage
-    from .trainer import train as run_training
+    from ..training.trainer import train as run_training
 
     cfg = load_config(config)
     overrides = {"workers": workers, "gpus_per_worker": gpus_per_worker, "steps": steps, "batch_size": batch_size,
@@ -82,7 +85,7 @@ def sample_diffusion(run: Annotated[str, typer.Option(help="the training run")],
                      config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """A PNG grid of n samples (EMA weights, DDIM), the memorisation check, optionally an interpolation MP4."""
     from ..storage import Storage
-    from .sample import sample_diffusion as run_sample
+    from ..training.sample import sample_diffusion as run_sample
 
     cfg = load_config(config)
     with console.status("sampling..."):
@@ -115,8 +118,8 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
                     seed: int = 0, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """MP4s that continue a seed clip, their fluency against real clips and their diversity."""
     from ..storage import Storage
-    from .fluency import format_report
-    from .sample import sample_temporal as run_sample
+    from ..training.fluency import format_report
+    from ..training.sample import sample_temporal as run_sample
 
     cfg = load_config(config)
     with console.status("generating video..."):
@@ -134,7 +137,7 @@ def runs(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), fmt: FormatOpt = OutputF
     from rich.markup import escape
 
     from ..storage import Storage
-    from .runs import checkpoint_steps, pull_run, read_metrics, read_run_info
+    from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info
 
     storage = Storage.of(load_config(config))
     names = sorted({key.split("/")[1] for key in storage.files("runs") if key.endswith("/run.json")})

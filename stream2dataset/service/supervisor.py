@@ -18,9 +18,11 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..config import Config, channel_fingerprint, load_config
+from ..dataset.dedup_pass import dedup_dataset
 from ..errors import ConfigError, UserError
+from ..ingest.recorder import ChannelRecorder
+from ..processing.pipeline import pending_segments, process
 from ..storage import Storage
-from .recorder import ChannelRecorder
 from .retention import prune_raw
 
 log = logging.getLogger(__name__)
@@ -84,8 +86,6 @@ class Supervisor:
 
     def _process_pending(self, cfg: Config) -> None:
         """One processing job over the committed segments not yet processed (runs in a thread)."""
-        from ..processing.pipeline import pending_segments, process
-
         try:
             segments = pending_segments(Storage.of(cfg))
             self.processing["backlog"] = len(segments)  # segments waiting: shows whether processing keeps up
@@ -95,8 +95,6 @@ class Supervisor:
                 report = process(cfg, segments)
                 last = f"{report['segments']} segments, {report['kept']} crops kept"
                 if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: relink near-duplicates
-                    from ..dataset.dedup_pass import dedup_dataset
-
                     self.processing.update(state="dedup", since=time.time())
                     links = dedup_dataset(Storage.of(cfg), cfg.dataset.dedup_radius)
                     last += f", {links['linked']} cross-segment duplicates"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 
+from ..dataset.manifest import read_segments
 from ..storage import Storage
-from .manifest import read_segments
 
 
 def prune_raw(storage: Storage, keep_hours: float, now: float | None = None) -> list[str]:

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated, Callable, Optional
 
 import typer
 
-from ..cli import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, app, console, load_config
+from .. import cluster
 from ..errors import UserError
+from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, app, console, load_config
 
 if TYPE_CHECKING:  # pydantic only when a command runs: `--help` stays fast
     from ..config import Config
@@ -19,23 +20,21 @@ LOOPBACK = ("127.0.0.1", "localhost")
 
 
 def _service_status(cfg: Config, address: Optional[str]) -> Optional[Callable[[], dict]]:
-    """`ingest.service.status` on the service's Ray, if one is running; else None (the manifest alone)."""
-    from .. import cluster
-
+    """`service.status` on the service's Ray, if one is running; else None (the manifest alone)."""
     try:
         cluster.connect(address or cfg.ray.address, cfg.ray.namespace, start_local=False)
     except UserError as err:
         console.print(f"[yellow]{err}[/yellow]: channels show the manifest only")
         return None
-    from ..ingest import service
+    from .. import service  # Ray: deferred, the dashboard without a running service needs none
 
     return service.status
 
 
 def serve_dashboard(cfg: Config, host: str, port: int, service_status: Optional[Callable[[], dict]]) -> None:
     """Serve the dashboard on host:port until Ctrl-C."""
-    from .app import LOOPBACK_HOSTS, build_app
-    from .server import serve
+    from ..ui.app import LOOPBACK_HOSTS, build_app  # Starlette, uvicorn: deferred, only `ui` needs them
+    from ..ui.server import serve
 
     loopback = host in LOOPBACK
     dashboard = build_app(cfg, service_status, allowed_hosts=LOOPBACK_HOSTS if loopback else None)

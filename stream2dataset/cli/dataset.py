@@ -1,0 +1,257 @@
+"""`sql`, `stats`, `preview`, `dedup`, `snapshot`, `snapshots`: reading and freezing the dataset."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+from typer.core import TyperGroup
+
+from ..humanize import human_bytes
+from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, app, console, load_config
+from .tables import show, stats_tables
+
+# Command bodies import the library when they run (deferred on purpose: pydantic, pyarrow, Ray and
+# DuckDB are what `--help` and `sql` would otherwise pay for at start-up; see test_cli_operator).
+
+
+def _dataset_root(cfg) -> Path:
+    """The local root to read the dataset from: an object-store root's working copy, brought up to date."""
+    from ..storage import Storage
+
+    return Storage.of(cfg).pull_dataset()
+
+
+
+# The dataset: SQL, stats, preview ------------------------------------------------------------------
+
+class OutFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class StatsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g. "
+                                                  "\"SELECT channel, count(*) FROM frames GROUP BY 1\"")],
+        config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+        fmt: Annotated[OutFormat, typer.Option("--format", "-f", help="table, csv or json")] = OutFormat.table,
+        limit: Annotated[int, typer.Option(min=0, help="at most N rows; 0: all")] = 1000) -> None:
+    """Query the dataset in SQL, read-only (DuckDB).
+
+    Views: frames (kept frames), frames_all (with near-duplicates; dup_of names the kept frame),
+    clips, segments, drops, dups, channels. Only one query statement runs (SELECT, WITH, FROM,
+    DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); only files under the storage root can be read. Binary
+    columns (image, mask) print as <N bytes> in the table, and as base64 text in CSV and JSON.
+    """
+    import pyarrow.types as pa_types
+    from rich.text import Text
+
+    from ..dataset.catalog import query as run_sql
+    from ..dataset.stats import cell_text, rows, rows_csv, rows_json
+
+    cfg = load_config(config)
+    result, more = run_sql(_dataset_root(cfg), query, limit or None, timeout_s=cfg.dataset.sql_timeout_s)
+    note = f"first {result.num_rows} rows; --limit 0 for all" if more else f"{result.num_rows} rows"
+    if fmt is not OutFormat.table:
+        sys.stdout.write(rows_csv(result) if fmt is OutFormat.csv else rows_json(result) + "\n")
+        if more:
+            print(note, file=sys.stderr)
+        return
+    table = Table(box=box.SIMPLE_HEAD, caption=note)
+    for field in result.schema:
+        numeric = pa_types.is_integer(field.type) or pa_types.is_floating(field.type)
+        table.add_column(field.name, justify="right" if numeric else "left", overflow="fold",
+                         min_width=min(len(field.name), 16))  # fold long values, not short headers
+    for row in rows(result):
+        table.add_row(*(Text(cell_text(v)) for v in row))  # Text: data is never read as rich markup
+    show(table)  # too many columns for the terminal: one block per row
+
+
+
+@app.command()
+def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+          fmt: Annotated[StatsFormat, typer.Option("--format", "-f", help="table or json")] = StatsFormat.table,
+          plot: Annotated[Optional[Path], typer.Option(help="also write a PNG chart of frames kept and hours "
+                                                            "recorded per channel per day")] = None) -> None:
+    """Per channel and day: hours recorded, segments, frames kept, duplicates, drops by reason, bytes."""
+    from ..dataset.stats import dataset_stats, plot_stats
+
+    cfg = load_config(config)
+    st = dataset_stats(_dataset_root(cfg), timeout_s=cfg.dataset.sql_timeout_s)
+    if fmt is StatsFormat.json:
+        print(json.dumps(st, indent=1))
+    else:
+        for table in stats_tables(st):
+            show(table)
+    if plot:
+        plot_stats(st, plot)
+        print(f"wrote {plot}", file=sys.stderr if fmt is StatsFormat.json else sys.stdout)
+
+
+@app.command()
+def preview(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+            where: Annotated[Optional[str], typer.Option(help="SQL condition on frames, e.g. "
+                                                              "\"channel = 'x' AND kind = 'facecam'\"")] = None,
+            n: Annotated[int, typer.Option("--n", min=1, max=1024, help="how many frames (the first by time)")] = 64,
+            out: Annotated[Path, typer.Option(help="the PNG to write")] = Path("preview.png"),
+            include_all: Annotated[bool, typer.Option("--all", help="include near-duplicates (frames_all)")] = False,
+            ) -> None:
+    """Write a contact sheet (PNG) of the frames that match --where, in time order."""
+    from ..dataset.stats import preview_sheet
+
+    cfg = load_config(config)
+    path, count = preview_sheet(_dataset_root(cfg), where, out, n=n, include_dups=include_all,
+                                timeout_s=cfg.dataset.sql_timeout_s)
+    console.print(f"wrote {path}: {count} frames")
+
+
+@app.command()
+def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+          radius: Annotated[Optional[int], typer.Option(min=0, max=16, help="pHash bits; default dataset.dedup_radius")] = None,
+          use_ray: Annotated[bool, typer.Option("--ray", help="spread the index over the Ray cluster")] = False,
+          address: AddressOpt = None) -> None:
+    """Link near-duplicate frames across segments and channels (the earliest is kept; nothing is deleted)."""
+    from ..dataset.dedup_pass import dedup_dataset
+    from ..storage import Storage
+
+    cfg = load_config(config)
+    if use_ray:
+        from .. import cluster
+
+        cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
+    r = radius if radius is not None else cfg.dataset.dedup_radius
+    with console.status(f"deduplicating frames within {r} bits of pHash..."):
+        report = dedup_dataset(Storage.of(cfg), r, use_ray=use_ray)
+    console.print(f"{report['frames']:,} frames, {report['linked']:,} linked as near-duplicates of an earlier "
+                  f"frame (radius {r}) in {report['seconds']:.1f} s; links: {report['path']}")
+
+
+
+
+
+class SnapshotGroup(TyperGroup):
+    """`snapshot create|export ...`; a first word that names no sub-command (nor --help) means
+    `create`, so `snapshot NAME [--where ...]` works as it always did."""
+
+    default_command = "create"
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+
+snapshot_app = typer.Typer(cls=SnapshotGroup, no_args_is_help=True,
+                           help="Freeze the dataset for training (`snapshot NAME` is `snapshot create NAME`), "
+                                "or export a snapshot.")
+app.add_typer(snapshot_app, name="snapshot")
+
+
+class ExportFormat(str, Enum):
+    webdataset = "webdataset"
+    parquet = "parquet"
+    hf = "hf"
+
+
+class ExportTable(str, Enum):
+    frames = "frames"
+    clips = "clips"
+
+
+class SnapshotsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@snapshot_app.command("create")
+def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_', '-'")],
+             config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+             where: Annotated[Optional[str], typer.Option(help="one condition on a frame's own columns (no subqueries), "
+                                                              "e.g. \"channel = 'x' AND kind = 'face'\"")] = None,
+             ) -> None:
+    """Freeze the dataset as it is now (exact shard files, sha256, the filter) for training to pin."""
+    from ..dataset.snapshots import create_snapshot
+    from ..storage import Storage
+
+    cfg = load_config(config)
+    with console.status("hashing the shards..."):
+        m = create_snapshot(Storage.of(cfg), name, where, timeout_s=cfg.dataset.sql_timeout_s)
+    files = sum(len(v) for v in m["files"].values())
+    console.print(f"snapshot {name}: {m['frames']:,} frames{' where ' + m['where'] if m['where'] else ''}, "
+                  f"{files} files pinned -> {Storage.of(cfg).where}/snapshots/{name}.json")
+
+
+@snapshot_app.command("export")
+def snapshot_export(
+        name: Annotated[str, typer.Argument(help="the snapshot")],
+        out: Annotated[Path, typer.Argument(help="a new or empty folder, outside the storage root's data folders")],
+        fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="webdataset: OUT/00000.tar, ... (KEY.png + "
+                                                  "KEY.json); parquet: OUT/00000.parquet, ...; hf: a folder that "
+                                                  "datasets.load_dataset(OUT) reads, images as datasets.Image")],
+        config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+        shard_size: Annotated[int, typer.Option(min=1, help="rows per output file")] = 10_000,
+        table: Annotated[ExportTable, typer.Option(help="frames, or clips (a clip's frames in order)")
+                         ] = ExportTable.frames,
+) -> None:
+    """Write the rows a snapshot selects (its files, its filter, no near-duplicates) for other tools.
+
+    OUT/_stats.json, written last, lists the files and their rows. Read --format hf with
+    `datasets.load_dataset("OUT")` (split train; OUT/data/*.parquet also loads with "parquet")."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from ..dataset.export import export_snapshot
+    from ..storage import Storage
+
+    cfg = load_config(config)
+    with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task(f"{name} ({table.value})", total=None)
+        report = export_snapshot(Storage.of(cfg), name, fmt.value, out, shard_size=shard_size, table=table.value,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    rate = report["rows"] / report["seconds"] if report["seconds"] else 0
+    console.print(f"snapshot {name}: {report['rows']:,} {table.value} as {fmt.value} in {len(report['shards'])} "
+                  f"file(s), {human_bytes(report['bytes'])}, {report['seconds']:.1f} s ({rate:,.0f} rows/s) "
+                  f"-> {escape(report['out'])}")
+
+
+@app.command()
+def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+              fmt: Annotated[SnapshotsFormat, typer.Option("--format", "-f", help="table or json")
+                             ] = SnapshotsFormat.table,
+              ) -> None:
+    """List the snapshots: name, when, frames, filter, files."""
+    from ..dataset.snapshots import list_snapshots
+    from ..storage import Storage
+
+    cfg = load_config(config)
+    listed = list_snapshots(Storage.of(cfg))
+    if fmt is SnapshotsFormat.json:  # one object per snapshot, the table's keys; a broken one has `error`
+        print(json.dumps([{"name": m["name"], "path": m["path"], "error": m["error"]} if "error" in m else
+                          {"name": m["name"], "created": m["created"], "frames": m["frames"],
+                           "files": sum(len(v) for v in m["files"].values()), "where": m["where"]}
+                          for m in listed], indent=1))
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for col in ("name", "created (UTC)", "frames", "files", "where"):
+        table.add_column(col, justify="right" if col in ("frames", "files") else "left")
+    for m in listed:
+        if "error" in m:  # a broken file is named, and the others still listed
+            table.add_row(escape(m["name"]), "[red]broken[/red]", "", "", escape(m["error"]))
+            continue
+        table.add_row(escape(m["name"]), m["created"][:19], f"{m['frames']:,}",
+                      str(sum(len(v) for v in m["files"].values())), escape(m["where"] or ""))
+    console.print(table)
+
