@@ -35,6 +35,13 @@ LOCAL_STATE = Path(os.environ.get("S2D_STATE_DIR", Path.home() / ".cache" / "str
 VERBOSE = False
 
 
+def node_id() -> str:
+    """The Ray node this process runs on ("" outside Ray)."""
+    import ray  # deferred on purpose: the CLI imports this module at start-up
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+
+
 def set_verbose(on: bool) -> None:
     global VERBOSE
     VERBOSE = on

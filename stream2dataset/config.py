@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .errors import ConfigError
+from .names import CHANNEL_NAME as NAME_RE
+from .sources import resolve_source
 
 DEFAULT_CONFIG_NAME = "stream2dataset.yaml"
 
@@ -23,7 +25,6 @@ PLATFORMS = ("twitch", "youtube", "hls", "file")
 MODES = ("live", "videos", "thumbnails")
 
 # A channel name becomes a folder name: lowercase slug only, so no traversal and no shell text.
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 URI_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 # pyarrow.fs.FileSystem.from_uri's object stores and HDFS (a local root is written as a path).
 URI_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
@@ -113,10 +114,8 @@ class Channel(_Model):
 
     @model_validator(mode="after")
     def _resolve(self) -> Channel:
-        # Imported here: the adapters import this module for the Channel type.
-        from .ingest.platforms import resolve_channel
-
-        resolved = resolve_channel(self)  # raises ValueError for an unmatched URL or a bad mode
+        # raises ValueError for an unmatched URL or a bad mode
+        resolved = resolve_source(self.source, self.platform, self.name, self.mode)
         for key, value in resolved.items():
             object.__setattr__(self, key, value)
         if not NAME_RE.match(self.name or ""):
@@ -237,7 +236,7 @@ class ProcessingConfig(_Model):
     @field_validator("transforms")
     @classmethod
     def _valid_chain(cls, v: list[Any]) -> list[Any]:
-        from .processing.transforms import parse_chain  # imports OpenCV: only for a processing config
+        from .transforms import parse_chain  # deferred on purpose: numpy and the registry, only for a processing config
 
         parse_chain(v)  # raises ValueError naming the step, the parameter and what is allowed
         return v

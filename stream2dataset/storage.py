@@ -6,7 +6,6 @@ rename it into place, and completion markers are written last.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,7 +16,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from .config import NAME_RE, Config, StorageConfig, dump_config
+from .cluster import node_id
+from .config import Config, StorageConfig, dump_config
+from .names import CHANNEL_NAME
 from .remote import Remote
 
 PART_SUFFIX = ".part"
@@ -41,12 +42,6 @@ def _checked(part: str, what: str) -> str:
 _REMOTES: dict[Path, Remote] = {}  # local working copy -> its object store, for `atomic_output`
 
 
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id()[:12] if ray.is_initialized() else "local"
-
-
 class Storage:
     """Paths under one storage root. Nothing outside the root is ever produced.
 
@@ -57,7 +52,7 @@ class Storage:
     def __init__(self, root: str | Path, uri: str | None = None):
         text = str(root)
         if uri and "{node}" in text:  # several nodes on one host each keep their own copy
-            text = text.replace("{node}", _node_id())
+            text = text.replace("{node}", node_id()[:12] or "local")
         self.root = Path(text).expanduser().resolve()
         self.uri = uri
         self.remote = Remote(uri, self.root) if uri else None
@@ -120,7 +115,7 @@ class Storage:
 
     # raw segments -------------------------------------------------------------------------
     def channel_dir(self, platform: str, channel: str) -> Path:
-        if not NAME_RE.match(channel):
+        if not CHANNEL_NAME.match(channel):
             raise ValueError(f"channel name {channel!r} is not folder-safe")
         return self.root / "raw" / _checked(platform, "platform") / channel
 
@@ -239,12 +234,3 @@ def atomic_write_bytes(path: Path, data: bytes, sync: bool = True) -> None:
             if sync:
                 f.flush()
                 os.fsync(f.fileno())
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (segments and shards can be GBs)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -12,7 +12,6 @@ edited, a filter that is not one condition, a path out of the root) is refused b
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,12 +20,13 @@ import duckdb
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..storage import Storage, atomic_output, atomic_write_bytes, sha256_file
+from ..media import sha256_file
+from ..names import ARTIFACT_NAME
+from ..storage import Storage, atomic_output, atomic_write_bytes
 from .catalog import GLOBS, check_where, open_catalog
 from .sandbox import DEFAULT_TIMEOUT_S, connect, lock_down, time_limit
 from .schema import SCHEMA_VERSION
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def snapshots_dir(storage: Storage) -> Path:
@@ -46,7 +46,7 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None,
                     timeout_s: float | None = DEFAULT_TIMEOUT_S) -> dict:
     """Freeze the current shards (and the filter) as snapshot `name`; returns its manifest.
     Counting the filter's frames stops after `timeout_s` seconds (dataset.sql_timeout_s)."""
-    if not NAME.match(name):
+    if not ARTIFACT_NAME.match(name):
         raise UserError(f"snapshot name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
     where = check_where(where.strip(), tables=()) if where and where.strip() else None
     storage.pull_dataset()
@@ -138,9 +138,9 @@ def list_snapshots(storage: Storage) -> list[dict]:
 def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
     """The manifest of snapshot `name`, its files checked against their sha256."""
     path = snapshots_dir(storage) / f"{name}.json"
-    if NAME.match(name):
+    if ARTIFACT_NAME.match(name):
         storage.pull(f"snapshots/{name}.json")
-    if not NAME.match(name) or not path.exists():
+    if not ARTIFACT_NAME.match(name) or not path.exists():
         known = sorted(p.stem for p in snapshots_dir(storage).glob("*.json")) if snapshots_dir(storage).exists() else []
         raise UserError(f"no snapshot named {name!r} under {snapshots_dir(storage)} (known: {', '.join(known) or 'none'}); "
                         "make one with `stream2dataset snapshot NAME`")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ..config import NAME_RE
+from ..names import CHANNEL_NAME
 from ..storage import Storage, atomic_write_bytes
 
 MAX_MARKS = 4096  # GOPs remembered (~2 h of 2-s GOPs): replays come from the last minutes
@@ -33,7 +33,7 @@ class Mark:
 
 
 def memory_path(storage: Storage, channel: str) -> Path:
-    if not NAME_RE.match(channel):
+    if not CHANNEL_NAME.match(channel):
         raise ValueError(f"channel name {channel!r} is not folder-safe")
     return storage.root / "manifests" / "committed" / f"{channel}.json"
 

@@ -22,7 +22,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import av
 
 from ..config import Config
 from ..dataset import frames_dir, manifest, read_frame_column, thumbnail_row, write_frames
@@ -31,7 +30,8 @@ from ..storage import PART_SUFFIX, Storage
 from .memory import CommitMemory, Mark
 from .platforms import adapter_for
 from .recovery import recover_channel
-from .segments import CutSegment, MediaInfo, Segmenter, keyframe_marks, probe, sha256_file
+from ..media import sha256_file
+from .segments import MEDIA_ERRORS, CutSegment, MediaInfo, Segmenter, keyframe_marks, probe
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class ChannelRecorder:
         """Keyframe marks of a file committed by recovery (it probed fine, so it demuxes)."""
         try:
             return keyframe_marks(path)
-        except (av.FFmpegError, OSError, ValueError):
+        except MEDIA_ERRORS:
             return []
 
     def _commit_cut(self, cut: CutSegment) -> None:

@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..errors import CorruptMedia
-from ..storage import PART_SUFFIX, Storage
 from ..dataset import manifest
+from ..errors import CorruptMedia
+from ..media import VIDEO_EXTS
+from ..storage import PART_SUFFIX, Storage
 from .segments import MediaInfo, probe, salvage
 
-VIDEO_EXTS = {".ts", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".avi", ".flv"}
 
 # commit(path, start, end, info, status) writes the segment's manifest row.
 Commit = Callable[[Path, datetime, datetime, MediaInfo, str], None]

@@ -26,11 +26,12 @@ from typing import BinaryIO, Callable
 import av
 
 from ..errors import CorruptMedia, StreamError
-from ..storage import PART_SUFFIX, atomic_output, sha256_file
+from ..media import media_errors, sha256_file
+from ..storage import PART_SUFFIX, atomic_output
 from .memory import CommitMemory, Mark
 from .transport import TransportReader
 
-__all__ = ["MediaInfo", "CutSegment", "Segmenter", "keyframe_marks", "probe", "salvage", "sha256_file"]
+__all__ = ["MEDIA_ERRORS", "MediaInfo", "CutSegment", "Segmenter", "keyframe_marks", "probe", "salvage"]
 
 JUMP_S = 10.0  # a forward dts step larger than this is a discontinuity (HLS loop, ad break)
 CUT_SLACK_S = 1e-3  # a keyframe this close to the target length still cuts (29.97 fps rounding)
@@ -39,7 +40,7 @@ _INPUT_OPTIONS = {"probesize": "1000000", "analyzeduration": "1000000"}
 _MAX_FED = 300  # no frame after this many packets from a keyframe: not decodable
 _MUXERS = {".ts": "mpegts", ".mp4": "mp4", ".mkv": "matroska", ".webm": "webm"}
 # What bad media raises inside PyAV: FFmpeg errors subclass these builtins (EOFError for EOF).
-_MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+MEDIA_ERRORS = media_errors()
 MAX_DEMUX_ERRORS = 50  # in a row, without a good packet: the stream is not MPEG-TS any more
 _NEXT_PROGRAM = "next program"  # a container ended where a new program begins
 
@@ -72,7 +73,7 @@ def _decodes(ctx: av.CodecContext, pkt: av.Packet | None) -> bool:
     """Feed one packet (None drains); whether a frame came out. A damaged packet is no frame."""
     try:
         return bool(ctx.decode(pkt))
-    except _MEDIA_ERRORS:
+    except MEDIA_ERRORS:
         return False
 
 
@@ -89,7 +90,7 @@ def probe(path: Path) -> MediaInfo:
     """
     try:
         container = av.open(str(path))
-    except _MEDIA_ERRORS as e:
+    except MEDIA_ERRORS as e:
         raise CorruptMedia(f"unreadable container: {e}") from None
     with container:
         if not container.streams.video:
@@ -132,7 +133,7 @@ def probe(path: Path) -> MediaInfo:
                 if head == 1 and fed < _MAX_FED:
                     fed += 1
                     head = 2 if _decodes(ctx, pkt) else 1
-        except _MEDIA_ERRORS as e:
+        except MEDIA_ERRORS as e:
             raise CorruptMedia(f"truncated at packet {total}: {e}") from None
         if n == 0:
             raise CorruptMedia("no video packets")
@@ -185,7 +186,7 @@ def _remux_whole_packets(src: Path, dst: Path, fmt: str) -> int:
                         prev.stream = omap[i]
                         out.mux(prev)
                         written += 1
-            except _MEDIA_ERRORS:
+            except MEDIA_ERRORS:
                 pass  # stop at the first demux or mux error; what came before is kept
     return written
 
@@ -203,7 +204,7 @@ def salvage(part: Path, dest: Path) -> MediaInfo | None:
             if not _remux_whole_packets(Path(part), tmp, _MUXERS.get(dest.suffix, "mpegts")):
                 raise CorruptMedia("no whole packets")
             return probe(tmp)  # raising here keeps `dest` from appearing
-    except (CorruptMedia, *_MEDIA_ERRORS):
+    except (CorruptMedia, *MEDIA_ERRORS):
         return None
 
 
@@ -275,7 +276,7 @@ class Segmenter:
     def _record(self, src: TransportReader, stop: threading.Event, finish: threading.Event) -> str:
         try:
             inp = av.open(src, mode="r", format="mpegts", options=_INPUT_OPTIONS)
-        except _MEDIA_ERRORS as e:
+        except MEDIA_ERRORS as e:
             if stop.is_set():
                 return "stopped"
             raise StreamError(f"stream dropped: {e}") from e
@@ -310,7 +311,7 @@ class Segmenter:
                 self.faults += 1
                 src.restart_here()
                 return _NEXT_PROGRAM
-            except _MEDIA_ERRORS as e:
+            except MEDIA_ERRORS as e:
                 self._commit()
                 if stop.is_set():
                     return "stopped"  # the caller closed the stream to unblock a read
@@ -377,7 +378,7 @@ class Segmenter:
             except ValueError:
                 self.dropped += 1  # timestamps the muxer refuses: lose the packet, not the file
                 continue
-            except _MEDIA_ERRORS:
+            except MEDIA_ERRORS:
                 self._commit()  # the muxer failed: keep what it wrote, start again at a keyframe
                 self.faults += 1
                 continue
@@ -422,7 +423,7 @@ class Segmenter:
         end = datetime.now(timezone.utc)
         try:
             out.close()
-        except _MEDIA_ERRORS:
+        except MEDIA_ERRORS:
             pass  # the probe below tells what the file holds
         if not self._muxed:
             part.unlink(missing_ok=True)

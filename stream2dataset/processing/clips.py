@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dataset.clips import clip_id
 from .decode import SampledFrame
-from .transforms import Step, apply_chain
+from ..transforms import Step, apply_chain
 
 __all__ = ["Clip", "cut_clips", "encode_frames", "motion_energy"]
 

@@ -19,11 +19,12 @@ import av
 import numpy as np
 
 from ..errors import CorruptMedia
+from ..media import media_errors
 
 __all__ = ["MEDIA_ERRORS", "SampledFrame", "open_video", "sample_frames", "video_info", "scaled_size"]
 
 # What bad media raises inside PyAV: FFmpeg errors subclass these builtins (EOFError for EOF).
-MEDIA_ERRORS = (av.FFmpegError, OSError, ValueError, EOFError)
+MEDIA_ERRORS = media_errors()
 _EPS = 1e-6  # seconds: pts * time_base lands a hair before a tick in floating point
 
 

@@ -16,7 +16,8 @@ import zipfile
 from pathlib import Path
 
 from ..errors import UserError
-from ..storage import atomic_output, sha256_file
+from ..media import sha256_file
+from ..storage import atomic_output
 
 WHEEL = "mediapipe==0.10.21"
 FIX = "run: python -m stream2dataset.processing.models (or ./run setup)"

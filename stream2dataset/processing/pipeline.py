@@ -10,22 +10,20 @@ the reason.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
 import os
-import stat
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ..config import Config, DatasetConfig
 from ..dataset import commit_segments, recover_commits
-from ..errors import CorruptMedia, UserError
 from ..dataset.manifest import read_segments
-from ..ingest.platforms import slug
-from ..ingest.recovery import VIDEO_EXTS
-from ..storage import Storage, sha256_file
+from ..errors import CorruptMedia, UserError
+from ..media import content_id, find_videos
+from ..names import slug
+from ..storage import Storage
 from .decode import video_info
 from .window import WindowProcessor, window_id
 
@@ -49,41 +47,6 @@ def pending_segments(storage: Storage) -> list[dict]:
     return out
 
 
-def _unreadable(path: Path) -> str | None:
-    """Why `path` is not a readable regular file (a dangling link, a loop, a folder...), or None."""
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return "not a regular file (a folder or a device)"
-        with open(path, "rb"):
-            return None
-    except OSError as err:
-        return (err.strerror or str(err)).lower() + (" (a dangling symlink)" if path.is_symlink() and
-                                                     err.errno == errno.ENOENT else "")
-
-
-def find_videos(root: Path, skipped: list[tuple[str, str]]) -> list[Path]:
-    """The readable video files of `root` (a file, or a folder walked without following folder
-    links); everything else that looks like a video is added to `skipped` as (path, reason)."""
-    if not root.is_dir():
-        if why := _unreadable(root):
-            skipped.append((str(root), why))
-            return []
-        return [root]
-    found = []
-    for folder, dirs, names in os.walk(root, onerror=lambda err: skipped.append((str(err.filename), err.strerror))):
-        dirs.sort()
-        for name in sorted(names + [d for d in dirs if Path(d).suffix.lower() in VIDEO_EXTS]):
-            path = Path(folder) / name
-            if path.suffix.lower() not in VIDEO_EXTS:
-                continue
-            if why := _unreadable(path):
-                if not path.is_dir() or path.is_symlink():  # a real folder named x.mp4 is walked
-                    skipped.append((str(path), why))
-            else:
-                found.append(path)
-    return found
-
-
 def file_segments(paths: list[Path], skipped: list[tuple[str, str]] | None = None) -> list[dict]:
     """Local videos as segments of a `file` channel named after their folder; ids from content.
     What is not a readable video file is listed in `skipped` (path, reason) and left out."""
@@ -96,7 +59,7 @@ def file_segments(paths: list[Path], skipped: list[tuple[str, str]] | None = Non
         channel = slug(root.name if root.is_dir() else root.parent.name)
         for f in find_videos(root, skipped):
             try:
-                seg_id = f"file.{channel}.{sha256_file(f)[:16]}"
+                seg_id = f"file.{channel}.{content_id(f)}"
                 start = f.stat().st_mtime
             except OSError as err:  # gone or unreadable since the walk
                 skipped.append((str(f), err.strerror or str(err)))

@@ -295,7 +295,7 @@ class FrameChain:
     """
 
     def __init__(self, text: str, person_threshold: float = 0.5):
-        from .transforms import chain_specs_from_text, parse_chain
+        from ..transforms import chain_specs_from_text, parse_chain
 
         specs = chain_specs_from_text(text)
         self.person = specs.pop(0) if specs and specs[0] in PERSON_STEPS else None
@@ -307,7 +307,7 @@ class FrameChain:
         return {**self.__dict__, "_segmenter": None}  # mediapipe objects don't pickle: reload there
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        from .transforms import apply_chain
+        from ..transforms import apply_chain
 
         image = frame
         if self.person:

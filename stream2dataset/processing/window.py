@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cluster import node_id
 from ..config import ProcessingConfig, StorageConfig
 from ..dataset import frame_id, stage_rows, staging_dir
 from ..errors import CorruptMedia
@@ -28,7 +29,7 @@ from .detect import Face, FaceDetector, centre_inside, nms
 from .facecam import Box, FacecamEstimate, estimate_facecam
 from .hashing import mark_near_duplicates, phash64
 from .person import person_box
-from .transforms import apply_chain, chain_names, parse_chain
+from ..transforms import apply_chain, chain_names, parse_chain
 
 NO_FACECAM = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "not_estimated")
 FACECAM_FRAMES = 12
@@ -194,7 +195,7 @@ class WindowProcessor:
             "clips": clips, "drops": json.dumps(dict(drops)), "error": error, "facecam": cam.kind,
             "facecam_confidence": float(cam.confidence),
             "facecam_box": json.dumps(cam.box), "seconds": json.dumps({k: round(v, 4) for k, v in timings.items()}),
-            "node": _node_id(),
+            "node": node_id(),  # the report shows how work spread
         }
         if not error:  # a broken window is redone next time, after the file is dealt with
             atomic_write_bytes(marker, json.dumps({k: v for k, v in summary.items() if k != "skipped"}).encode())
@@ -285,9 +286,3 @@ class WindowProcessor:
                     rows[j]["dup_of"] = rows[indices[kept]]["frame_id"]
         return rows
 
-
-def _node_id() -> str:
-    """The Ray node this window ran on ("" outside Ray): the report shows how work spread."""
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

@@ -25,10 +25,10 @@ import yaml
 
 from ..config import TrainingConfig
 from ..errors import UserError
+from ..names import ARTIFACT_NAME
 from ..storage import Storage, atomic_write_bytes, push_file
 
 PUSH_EVERY_S = 2.0
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 CHECKPOINT = re.compile(r"^checkpoint-(\d{7,})$")
 
 
@@ -37,7 +37,7 @@ def runs_dir(storage: Storage) -> Path:
 
 
 def run_dir(storage: Storage, name: str) -> Path:
-    if not RUN_NAME.match(name):
+    if not ARTIFACT_NAME.match(name):
         raise UserError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
     return runs_dir(storage) / name
 

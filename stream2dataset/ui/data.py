@@ -17,6 +17,7 @@ from typing import Callable
 
 from ..config import Config
 from ..errors import UserError
+from ..names import ARTIFACT_NAME
 from ..storage import Storage
 
 __all__ = ["FRAME_ID", "NAME", "IMAGE_TYPES", "ManifestCache", "channel_status", "frame_image", "inside_root",
@@ -25,7 +26,7 @@ __all__ = ["FRAME_ID", "NAME", "IMAGE_TYPES", "ManifestCache", "channel_status",
 # What a URL may name: a frame id (24 hex digits from the pipeline; test roots use short ids) and a
 # channel or run (letters, digits, '.', '_', '-'; never '/', never a leading '.').
 FRAME_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+NAME = ARTIFACT_NAME  # channel and run names in URLs
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "jpg": "image/jpeg", "webp": "image/webp"}
 MEDIA_TYPES = {".png": "image/png", ".mp4": "video/mp4", ".gif": "image/gif", ".webm": "video/webm"}
 
@@ -158,7 +159,7 @@ def _newest(folder: Path, patterns: tuple[str, ...]) -> Path | None:
 
 def run_detail(storage: Storage, name: str) -> dict | None:
     """Run `name`'s info, metrics, and its newest sample grid and video (paths relative to the run
-    folder); None if there is no such run. `name` must match NAME (training.runs.RUN_NAME)."""
+    folder); None if there is no such run. `name` must match NAME (names.ARTIFACT_NAME)."""
     from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info, run_dir
 
     try:

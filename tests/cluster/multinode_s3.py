@@ -17,7 +17,8 @@ from stream2dataset.config import parse_config
 from stream2dataset.dataset import manifest
 from stream2dataset.ingest.segments import probe
 from stream2dataset.processing.pipeline import pending_segments, process
-from stream2dataset.storage import Storage, sha256_file
+from stream2dataset.media import sha256_file
+from stream2dataset.storage import Storage
 
 PROCESSING = {"sample_fps": 4, "window_s": 2, "min_crop_px": 32, "dedup_distance": 0,
               "transforms": [{"resize": {"size": 64, "mode": "pad"}}]}

@@ -16,7 +16,8 @@ import pytest
 
 from stream2dataset.errors import CorruptMedia, StreamError
 from stream2dataset.ingest import segments
-from stream2dataset.ingest.segments import CutSegment, Segmenter, probe, salvage, sha256_file
+from stream2dataset.ingest.segments import CutSegment, Segmenter, probe, salvage
+from stream2dataset.media import sha256_file
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg CLI")
 

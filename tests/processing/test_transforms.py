@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from stream2dataset.errors import ConfigError
-from stream2dataset.processing.transforms import (
+from stream2dataset.transforms import (
     TRANSFORMS, ChainError, Step, apply_chain, chain_error_to_config_error, chain_names, chroma_key, clahe,
     contrast, crop, grayscale, one_color, parse_chain, resize,
 )

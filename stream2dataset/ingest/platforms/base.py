@@ -6,24 +6,16 @@ finished items (downloaded videos, thumbnail images). Only adapters know streaml
 
 from __future__ import annotations
 
-import re
 from abc import ABC
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Iterator
 
+from ...sources import Resolved
+
 if TYPE_CHECKING:
     from ...config import Channel, RecordingSettings
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """What a matcher makes of a source: the canonical source and a default name and mode."""
-
-    source: str
-    name: str
-    mode: str
 
 
 @dataclass(frozen=True)
@@ -85,8 +77,3 @@ class Adapter(ABC):
         """Yield thumbnails of videos whose id is not in `seen` (thumbnails mode)."""
         raise NotImplementedError(f"{self.platform} has no thumbnails mode")
 
-
-def slug(text: str) -> str:
-    """A folder-safe channel name from a login, handle, host or file name."""
-    s = re.sub(r"[^a-z0-9_-]+", "-", text.lower()).strip("-_")
-    return s[:64] or "channel"

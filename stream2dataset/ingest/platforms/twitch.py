@@ -3,35 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
 from typing import BinaryIO, ClassVar
 
-from .base import Adapter, Resolved, slug
-
-_LOGIN = r"[A-Za-z0-9_]{3,25}"
-_BARE_RE = re.compile(rf"^(?P<login>{_LOGIN})$")
-# A channel page only: twitch.tv/<login>, optional trailing slash or query. Longer paths
-# (/videos/123, /<login>/clip/x, /<login>/videos) are not channels and don't match.
-_URL_RE = re.compile(rf"^(?:https?://)?(?:www\.|m\.)?twitch\.tv/(?P<login>{_LOGIN})/?(?:\?[^#]*)?$", re.I)
-# First path components that are Twitch pages, not logins.
-_RESERVED = frozenset({
-    "directory", "videos", "settings", "search", "downloads", "jobs", "store", "subscriptions",
-    "inventory", "wallet", "drops", "prime", "turbo", "login", "signup", "logout", "following",
-    "friends", "messages", "payments", "clips", "moderator", "popout", "embed", "broadcast",
-})
-
+from ... import sources
+from .base import Adapter
 
 class TwitchAdapter(Adapter):
     platform: ClassVar[str] = "twitch"
-    modes: ClassVar[tuple[str, ...]] = ("live",)
+    modes: ClassVar[tuple[str, ...]] = sources.MODES["twitch"]
 
-    @classmethod
-    def match(cls, source: str) -> Resolved | None:
-        m = _BARE_RE.match(source) or _URL_RE.match(source)
-        if not m or m["login"].lower() in _RESERVED:
-            return None
-        login = m["login"].lower()
-        return Resolved(source=f"https://www.twitch.tv/{login}", name=slug(login), mode="live")
+    match = staticmethod(sources.match_twitch)
 
     def open_live(self, resume: int | None = None) -> BinaryIO | None:
         from ._streamlink import new_session, open_best
