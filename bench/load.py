@@ -46,15 +46,15 @@ from rich.table import Table
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.config import load_config
-from stream2dataset.dataset import frames_dir
 from stream2dataset.config import RayConfig
 from stream2dataset.demo import LiveHLSServer, build_demo_hls
 from stream2dataset.demo.footage import Layout
 from stream2dataset import service
 from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.ingest.segments import probe
-from stream2dataset.processing.pipeline import pending_segments, process
-from stream2dataset.storage import Storage
+from stream2dataset.dataset.manifest import pending_segments
+from stream2dataset.processing.pipeline import process
+from stream2dataset.layout import Storage
 
 import psutil  # noqa: E402 - not a dependency of ours: Ray's vendored copy, importable once ray is
 
@@ -182,7 +182,7 @@ def markers(storage: Storage) -> list[dict]:
 
 
 def frame_rows(storage: Storage) -> int:
-    base = frames_dir(storage)
+    base = storage.table_dir("frames")
     return sum(pq.ParquetFile(p).metadata.num_rows for p in base.rglob("*.parquet")) if base.exists() else 0
 
 

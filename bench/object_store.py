@@ -55,8 +55,9 @@ def make_videos(folder: Path, count: int, seconds: int) -> list[Path]:
 def run(root: dict, videos: Path, work: Path) -> dict:
     from stream2dataset.dataset.catalog import query
     from stream2dataset.ingest import ChannelRecorder
-    from stream2dataset.processing.pipeline import pending_segments, process
-    from stream2dataset.storage import Storage
+    from stream2dataset.dataset.manifest import pending_segments
+    from stream2dataset.processing.pipeline import process
+    from stream2dataset.layout import Storage
 
     cfg = parse_config({"storage": root, "channels": [{"source": str(videos), "name": "bench"}],
                         "recording": {"min_free_gb": 0.01},

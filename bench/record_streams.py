@@ -28,7 +28,7 @@ from stream2dataset.demo import DEFAULT_LAYOUT, LiveHLSServer, build_demo_hls
 from stream2dataset import service
 from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.ingest.segments import probe
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 HLS_SEGMENT_S = 2
 

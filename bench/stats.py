@@ -136,7 +136,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from stream2dataset.dataset import stats as st
-    from stream2dataset.dataset.catalog import CATALOG_NAME, open_catalog
+    from stream2dataset.dataset.catalog import open_catalog
+    from stream2dataset.layout import CATALOG
 
     if not (args.keep and (args.root / "dataset").exists()):
         shutil.rmtree(args.root, ignore_errors=True)
@@ -147,7 +148,7 @@ def main() -> None:
     frames_mb = sum(p.stat().st_size for p in files if "/frames/" in str(p)) / 1e6
 
     def cold():  # a root nobody has looked at: the catalog file and the manifest cache are built
-        (args.root / CATALOG_NAME).unlink(missing_ok=True)
+        (args.root / CATALOG).unlink(missing_ok=True)
         (args.root / st.SEGMENTS_CACHE).unlink(missing_ok=True)
         st.dataset_stats(args.root)
 

@@ -42,7 +42,7 @@ from stream2dataset.config import TrainingConfig
 from stream2dataset.dataset import commit_segments, frame_id, stage_rows
 from stream2dataset.dataset.snapshots import create_snapshot
 from stream2dataset.demo.footage import carphone_path
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 from stream2dataset.training.data import decode_image
 from stream2dataset.training.loop import lr_at, update_ema
 from stream2dataset.training.tasks import DiffusionTask

@@ -32,7 +32,7 @@ from rich.table import Table
 from stream2dataset.dataset import FRAME_SCHEMA, commit_segments, frame_id, stage_rows
 from stream2dataset.demo import SMALL_LAYOUT, build_demo_hls
 from stream2dataset.processing.decode import sample_frames
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 CACHE = Path.home() / ".cache" / "stream2dataset"
 T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)

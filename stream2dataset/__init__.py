@@ -5,7 +5,7 @@
 _EXPORTS = {
     "Channel": "config", "Config": "config", "RecordingSettings": "config", "load_config": "config",
     "parse_config": "config", "ConfigError": "errors", "CorruptMedia": "errors", "S2DError": "errors",
-    "StreamError": "errors", "UserError": "errors", "Storage": "storage",
+    "StreamError": "errors", "UserError": "errors", "Storage": "layout",
 }
 
 __version__ = "0.1.0"

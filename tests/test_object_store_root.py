@@ -12,8 +12,9 @@ from stream2dataset.dataset.catalog import query
 from stream2dataset.dataset.snapshots import create_snapshot
 from stream2dataset import service
 from stream2dataset.dataset.manifest import read_segments
-from stream2dataset.processing.pipeline import pending_segments, process
-from stream2dataset.storage import Storage
+from stream2dataset.dataset.manifest import pending_segments
+from stream2dataset.processing.pipeline import process
+from stream2dataset.layout import Storage
 from stream2dataset.training.runs import checkpoint_steps, read_metrics
 from stream2dataset.training.sample import sample_diffusion
 from stream2dataset.training.trainer import train

@@ -8,7 +8,7 @@ import pytest
 from pyarrow import fs as pafs
 
 from stream2dataset.config import parse_config
-from stream2dataset.storage import Storage, atomic_write_bytes
+from stream2dataset.layout import Storage, atomic_write_bytes
 
 
 def objects(uri: str) -> dict[str, bytes]:

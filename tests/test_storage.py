@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from stream2dataset.storage import Storage, atomic_output, atomic_write_bytes, utc_stamp
+from stream2dataset.layout import Storage, atomic_output, atomic_write_bytes, utc_stamp
 
 T = datetime(2026, 11, 23, 10, 35, 12, 123456, tzinfo=timezone.utc)
 

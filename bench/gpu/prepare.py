@@ -28,7 +28,7 @@ from stream2dataset.dataset.snapshots import create_snapshot  # noqa: E402
 from stream2dataset.demo import SMALL_LAYOUT, build_demo_hls  # noqa: E402
 from stream2dataset.demo.footage import carphone_path  # noqa: E402
 from stream2dataset.processing.pipeline import file_segments, process  # noqa: E402
-from stream2dataset.storage import Storage  # noqa: E402
+from stream2dataset.layout import Storage  # noqa: E402
 from tests.conftest import CACHE  # noqa: E402
 from tests.training.conftest import make_training_root  # noqa: E402
 

@@ -14,8 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from .. import cluster
 from ..humanize import human_bytes
-from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, app, console, load_config
+from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, OutputFormat, app, console, load_config
 from .tables import show, stats_tables
 
 # Command bodies import the library when they run (deferred on purpose: pydantic, pyarrow, Ray and
@@ -24,7 +25,7 @@ from .tables import show, stats_tables
 
 def _dataset_root(cfg) -> Path:
     """The local root to read the dataset from: an object-store root's working copy, brought up to date."""
-    from ..storage import Storage
+    from ..layout import Storage
 
     return Storage.of(cfg).pull_dataset()
 
@@ -35,11 +36,6 @@ def _dataset_root(cfg) -> Path:
 class OutFormat(str, Enum):
     table = "table"
     csv = "csv"
-    json = "json"
-
-
-class StatsFormat(str, Enum):
-    table = "table"
     json = "json"
 
 
@@ -83,7 +79,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g.
 
 @app.command()
 def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
-          fmt: Annotated[StatsFormat, typer.Option("--format", "-f", help="table or json")] = StatsFormat.table,
+          fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")] = OutputFormat.table,
           plot: Annotated[Optional[Path], typer.Option(help="also write a PNG chart of frames kept and hours "
                                                             "recorded per channel per day")] = None) -> None:
     """Per channel and day: hours recorded, segments, frames kept, duplicates, drops by reason, bytes."""
@@ -91,14 +87,14 @@ def stats(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 
     cfg = load_config(config)
     st = dataset_stats(_dataset_root(cfg), timeout_s=cfg.dataset.sql_timeout_s)
-    if fmt is StatsFormat.json:
+    if fmt is OutputFormat.json:
         print(json.dumps(st, indent=1))
     else:
         for table in stats_tables(st):
             show(table)
     if plot:
         plot_stats(st, plot)
-        print(f"wrote {plot}", file=sys.stderr if fmt is StatsFormat.json else sys.stdout)
+        print(f"wrote {plot}", file=sys.stderr if fmt is OutputFormat.json else sys.stdout)
 
 
 @app.command()
@@ -125,12 +121,10 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
           address: AddressOpt = None) -> None:
     """Link near-duplicate frames across segments and channels (the earliest is kept; nothing is deleted)."""
     from ..dataset.dedup_pass import dedup_dataset
-    from ..storage import Storage
+    from ..layout import Storage
 
     cfg = load_config(config)
     if use_ray:
-        from .. import cluster
-
         cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
     r = radius if radius is not None else cfg.dataset.dedup_radius
     with console.status(f"deduplicating frames within {r} bits of pHash..."):
@@ -171,11 +165,6 @@ class ExportTable(str, Enum):
     clips = "clips"
 
 
-class SnapshotsFormat(str, Enum):
-    table = "table"
-    json = "json"
-
-
 @snapshot_app.command("create")
 def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_', '-'")],
              config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
@@ -184,7 +173,7 @@ def snapshot(name: Annotated[str, typer.Argument(help="letters, digits, '.', '_'
              ) -> None:
     """Freeze the dataset as it is now (exact shard files, sha256, the filter) for training to pin."""
     from ..dataset.snapshots import create_snapshot
-    from ..storage import Storage
+    from ..layout import Storage
 
     cfg = load_config(config)
     with console.status("hashing the shards..."):
@@ -213,7 +202,7 @@ def snapshot_export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from ..dataset.export import export_snapshot
-    from ..storage import Storage
+    from ..layout import Storage
 
     cfg = load_config(config)
     with Progress(TextColumn("exporting {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -229,16 +218,16 @@ def snapshot_export(
 
 @app.command()
 def snapshots(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
-              fmt: Annotated[SnapshotsFormat, typer.Option("--format", "-f", help="table or json")
-                             ] = SnapshotsFormat.table,
+              fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")
+                             ] = OutputFormat.table,
               ) -> None:
     """List the snapshots: name, when, frames, filter, files."""
     from ..dataset.snapshots import list_snapshots
-    from ..storage import Storage
+    from ..layout import Storage
 
     cfg = load_config(config)
     listed = list_snapshots(Storage.of(cfg))
-    if fmt is SnapshotsFormat.json:  # one object per snapshot, the table's keys; a broken one has `error`
+    if fmt is OutputFormat.json:  # one object per snapshot, the table's keys; a broken one has `error`
         print(json.dumps([{"name": m["name"], "path": m["path"], "error": m["error"]} if "error" in m else
                           {"name": m["name"], "created": m["created"], "frames": m["frames"],
                            "files": sum(len(v) for v in m["files"].values()), "where": m["where"]}

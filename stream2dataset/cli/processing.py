@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from .. import cluster
 from ..errors import UserError
 from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, app, console, load_config
 from .tables import report_table, show
@@ -20,10 +21,10 @@ from .tables import report_table, show
 def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos or folders; none: pending segments")] = None,
             config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
     """Turn videos into dataset rows: recorded segments not yet processed, or local files/folders."""
-    from .. import cluster
-    from ..processing.pipeline import file_segments, pending_segments
+    from ..dataset.manifest import pending_segments
+    from ..processing.pipeline import file_segments
     from ..processing.pipeline import process as run_pipeline
-    from ..storage import Storage
+    from ..layout import Storage
 
     cfg = load_config(config)
     skipped: list[tuple[str, str]] = []
@@ -45,6 +46,7 @@ def render(src: Path, dst: Path,
            config: Annotated[Optional[Path], typer.Option("--config", "-c", envvar="S2D_CONFIG", help=(
                "config file (optional: its storage root's raw/ and dataset/ are refused as outputs)"))] = None) -> None:
     """Re-render a video frame by frame through a transform chain, keeping its audio."""
+    from ..layout import DATASET, RAW
     from ..processing.render import FrameChain, check_output
     from ..processing.render import render as render_video
 
@@ -52,14 +54,12 @@ def render(src: Path, dst: Path,
         raise UserError(f"{src}: no such video file")
     config = config or (Path(DEFAULT_CONFIG_NAME) if Path(DEFAULT_CONFIG_NAME).exists() else None)
     root = load_config(config).storage.root if config else None
-    check_output(src, dst, [root / "raw", root / "dataset"] if root else [])
+    check_output(src, dst, [root / RAW, root / DATASET] if root else [])
     try:
         chain = FrameChain(transforms)
     except ValueError as err:
         raise UserError(f"--transforms: {err}") from None
     if not inline:
-        from .. import cluster
-
         cluster.connect_for_job(address, "stream2dataset")
     with console.status(f"rendering {src.name}..."):
         result = render_video(src, dst, chain, parallel=not inline)

@@ -12,11 +12,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..errors import UserError
+from .. import cluster
+from ..errors import ConfigError, UserError
 from ..humanize import human_bytes
 from .options import (DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, FormatOpt, OutputFormat, app, console, load_config,
                       parse_duration, print_json)
 from .tables import Fit, segment_summary, segments_table, show, status_table
+from .ui import serve_dashboard
 
 # Command bodies import the library when they run (deferred on purpose: pydantic, pyarrow, Ray and
 # DuckDB are what `--help` and `sql` would otherwise pay for at start-up; see test_cli_operator).
@@ -51,7 +53,6 @@ def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None
        ui: Annotated[bool, typer.Option("--ui", help="then serve the web dashboard on 127.0.0.1:8765 until Ctrl-C "
                                                   "(the service keeps recording)")] = False) -> None:
     """Start the recorders as detached Ray actors (or apply config edits to a running service)."""
-    from .. import cluster
     from .. import service
 
     cfg = load_config(config)
@@ -60,8 +61,6 @@ def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None
     console.print("recording; `stream2dataset status` to watch, `stream2dataset down` to stop. "
                   "Edits to the config file apply by themselves.")
     if ui:
-        from .ui import serve_dashboard
-
         serve_dashboard(cfg, "127.0.0.1", 8765, service.status)
 
 
@@ -72,7 +71,6 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = 
     """Show each channel's state, segments, bytes and last error."""
     from rich.live import Live
 
-    from .. import cluster
     from .. import service
 
     ray_address, namespace, config_error = _service_settings(config)
@@ -100,8 +98,6 @@ def _service_settings(config: Path) -> tuple[str | None, str, str]:
     A config file that no longer validates (an edit in progress, a typo) does not hide the running
     service, which keeps recording with its last good config: the `ray` section is read from the raw
     YAML when that part is valid, else the defaults are used, and the error is returned as one line."""
-    from ..errors import ConfigError
-
     try:
         cfg = load_config(config)
         return cfg.ray.address, cfg.ray.namespace, ""
@@ -125,7 +121,6 @@ def _service_settings(config: Path) -> tuple[str | None, str, str]:
 def down(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
          keep_ray: Annotated[bool, typer.Option(help="leave the local Ray running")] = False) -> None:
     """Stop the recorders cleanly (each finishes its open segment)."""
-    from .. import cluster
     from .. import service
 
     cfg = load_config(config)

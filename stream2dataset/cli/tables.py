@@ -100,7 +100,7 @@ def status_table(st: dict) -> Table:
 def segment_summary(cfg, channel: str | None = None) -> tuple[str, list[dict]]:
     """Where the manifest is, and one summary per channel (the keys of `segments --format json`)."""
     from ..dataset.manifest import read_segments  # pyarrow: deferred, as in every command body
-    from ..storage import Storage
+    from ..layout import Storage
 
     storage = Storage.of(cfg)
     by_channel: dict[str, list[dict]] = {}

@@ -11,6 +11,7 @@ from rich import box
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .. import cluster
 from ..errors import UserError
 from .options import DEFAULT_CONFIG_NAME, AddressOpt, ConfigOpt, FormatOpt, OutputFormat, app, console, load_config, print_json
 from .tables import show
@@ -54,8 +55,7 @@ def train(kind: Annotated[Kind, typer.Argument(help="diffusion (images) or tempo
           set_: Annotated[list[str], typer.Option("--set", help="any training setting, e.g. diffusion.resolution=128")] = [],
           config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
     """Train the diffusion or the temporal model on a snapshot with Ray Train (DDP over --workers)."""
-    from .. import cluster
-    from ..storage import Storage
+    from ..layout import Storage
     from ..training.trainer import train as run_training
 
     cfg = load_config(config)
@@ -84,7 +84,7 @@ def sample_diffusion(run: Annotated[str, typer.Option(help="the training run")],
                      memorisation: Annotated[bool, typer.Option(help="compare each sample with its nearest training frames")] = True,
                      config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """A PNG grid of n samples (EMA weights, DDIM), the memorisation check, optionally an interpolation MP4."""
-    from ..storage import Storage
+    from ..layout import Storage
     from ..training.sample import sample_diffusion as run_sample
 
     cfg = load_config(config)
@@ -117,7 +117,7 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
                     temperature: Annotated[Optional[float], typer.Option(help="spread of the sampled steps (default: the run's temporal.temperature; 0: the mean step)")] = None,
                     seed: int = 0, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """MP4s that continue a seed clip, their fluency against real clips and their diversity."""
-    from ..storage import Storage
+    from ..layout import Storage
     from ..training.fluency import format_report
     from ..training.sample import sample_temporal as run_sample
 
@@ -136,11 +136,11 @@ def runs(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), fmt: FormatOpt = OutputF
     """List the training runs: kind, snapshot, newest checkpoint, last loss."""
     from rich.markup import escape
 
-    from ..storage import Storage
-    from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info
+    from ..layout import Storage
+    from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info, run_names
 
     storage = Storage.of(load_config(config))
-    names = sorted({key.split("/")[1] for key in storage.files("runs") if key.endswith("/run.json")})
+    names = run_names(storage)
     rows = []
     for name in names:
         folder = pull_run(storage, name)

@@ -27,7 +27,7 @@ from rich.progress import Progress
 from .. import service
 from ..cluster import ray_env_defaults
 from ..config import load_config
-from ..dataset import frames_dir, read_clips
+from ..dataset import read_clips
 from ..dataset.dedup_pass import dedup_dataset
 from ..dataset.manifest import read_segments
 from ..dataset.preview import contact_sheet, crops_sheet
@@ -35,8 +35,9 @@ from ..dataset.snapshots import create_snapshot
 from ..dataset.stats import dataset_stats, plot_stats, preview_sheet
 from ..demo import DEFAULT_LAYOUT, LiveHLSServer, build_demo_hls
 from ..ingest.segments import probe
-from ..processing.pipeline import pending_segments, process
-from ..storage import Storage
+from ..dataset.manifest import pending_segments
+from ..processing.pipeline import process
+from ..layout import Storage
 from ..training.fluency import format_report
 from ..training.sample import sample_diffusion, sample_temporal
 from ..training.trainer import train
@@ -119,7 +120,7 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
 
 
 def _show_dataset(storage, workdir: Path, console: Console) -> None:
-    rows = [r for p in sorted(frames_dir(storage).rglob("*.parquet")) for r in pq.ParquetFile(p).read().to_pylist()]
+    rows = [r for p in sorted(storage.table_dir("frames").rglob("*.parquet")) for r in pq.ParquetFile(p).read().to_pylist()]
     kinds = {k: sum(r["kind"] == k and r["dup_of"] is None for r in rows) for k in sorted({r["kind"] for r in rows})}
     dups = sum(r["dup_of"] is not None for r in rows)
     clips = read_clips(storage).num_rows

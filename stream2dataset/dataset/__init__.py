@@ -6,18 +6,17 @@ it is used: recorder and processing actors import this package and need none of 
 # The names load on first use (PEP 562): `sql` imports the catalog, which needs two schemas, not the
 # writer, the thumbnails (OpenCV) and the transforms behind them.
 _EXPORTS = {
-    "CLIP_SCHEMA": "clips", "clip_id": "clips", "clips_dir": "clips", "read_clips": "clips",
+    "CLIP_SCHEMA": "clips", "clip_id": "clips", "read_clips": "clips",
     "DROP_SCHEMA": "schema", "DUP_SCHEMA": "schema", "FRAME_KINDS": "schema", "FRAME_SCHEMA": "schema",
     "SCHEMA_VERSION": "schema", "frame_id": "schema", "read_shard": "shards", "write_shards": "shards",
-    "thumbnail_row": "thumbnails", "commit_segments": "writer", "frames_dir": "writer",
-    "read_frame_column": "writer", "recover_commits": "writer", "stage_rows": "writer", "staging_dir": "writer",
+    "thumbnail_row": "thumbnails", "commit_segments": "writer", "read_frame_column": "writer", "recover_commits": "writer", "stage_rows": "writer",
     "write_frames": "writer",
 }
 
 __all__ = [
     "CLIP_SCHEMA", "DROP_SCHEMA", "DUP_SCHEMA", "FRAME_KINDS", "FRAME_SCHEMA", "SCHEMA_VERSION", "clip_id",
-    "clips_dir", "commit_segments", "frame_id", "frames_dir", "read_clips", "read_frame_column", "read_shard",
-    "recover_commits", "stage_rows", "staging_dir", "thumbnail_row", "write_frames", "write_shards",
+    "commit_segments", "frame_id", "read_clips", "read_frame_column", "read_shard",
+    "recover_commits", "stage_rows", "thumbnail_row", "write_frames", "write_shards",
 ]
 
 

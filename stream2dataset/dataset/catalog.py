@@ -23,28 +23,20 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import UserError
-from ..storage import atomic_output
+from ..layout import CATALOG, GLOBS, atomic_output
 from . import sqlcheck
 from .clips import CLIP_SCHEMA
+from .manifest import SEGMENT_SCHEMA
 from .sandbox import DEFAULT_TIMEOUT_S, check_links, connect, lock_down, time_limit
 from .schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
 from .sqlcheck import check_query, one_line
 
-__all__ = ["CATALOG_NAME", "DEFAULT_TIMEOUT_S", "GLOBS", "VIEWS", "SchemaVersionError", "check_query", "check_where",
+__all__ = ["DEFAULT_TIMEOUT_S", "VIEWS", "SchemaVersionError", "check_query", "check_where",
            "open_catalog", "query", "run_query", "tables_with_files", "view_sql", "write_catalog"]
 
 log = logging.getLogger(__name__)
 
-CATALOG_NAME = "catalog.duckdb"
 
-# Table -> glob under the root. Fixed depths, not `**`; hidden temp files end in .tmp and never match.
-GLOBS = {
-    "frames": "dataset/frames/*/*/*.parquet",
-    "clips": "dataset/clips/*/*/*.parquet",
-    "drops": "dataset/drops/*/*/*.parquet",
-    "dups": "dataset/dups/*.parquet",
-    "segments": "manifests/segments/*/*.parquet",
-}
 VERSIONED = ("frames", "clips", "drops", "dups")  # the dataset tables whose shards carry SCHEMA_KEY
 
 # The views, in creation order (later ones read earlier ones), with the comment each carries.
@@ -64,10 +56,8 @@ class SchemaVersionError(UserError):
 
 
 def _schema(table: str) -> pa.Schema:
-    if table == "segments":  # imported here: importing stream2dataset.ingest loads the recorder (~1 s)
-        from .manifest import SEGMENT_SCHEMA
-        return SEGMENT_SCHEMA
-    return {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA, "dups": DUP_SCHEMA}[table]
+    return {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA, "dups": DUP_SCHEMA,
+            "segments": SEGMENT_SCHEMA}[table]
 
 
 _SIMPLE_TYPES = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.bool_(): "BOOLEAN", pa.int8(): "TINYINT",
@@ -174,7 +164,7 @@ def write_catalog(root: str | Path, present: set[str] | None = None) -> bool:
     """
     root = Path(root).resolve()
     sql = view_sql(root, tables_with_files(root) if present is None else present)
-    path = root / CATALOG_NAME
+    path = root / CATALOG
     try:
         if path.exists():
             with duckdb.connect() as con:
@@ -197,7 +187,7 @@ def write_catalog(root: str | Path, present: set[str] | None = None) -> bool:
 
 def _use_catalog_file(con: duckdb.DuckDBPyConnection, root: Path, sql: dict[str, str], present: set[str]) -> bool:
     """Attach catalog.duckdb read-only (refreshed first if stale) and make it the default database."""
-    path = root / CATALOG_NAME
+    path = root / CATALOG
     for attempt in range(2):
         if path.exists():
             try:

@@ -7,15 +7,14 @@ Shards live at dataset/clips/channel=<c>/date=<d>/<name>.parquet, written like e
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pyarrow as pa
 
-from ..storage import Storage
+from ..layout import Storage
 from .schema import CHANNEL
 from .shards import read_shard
 
-__all__ = ["CLIP_SCHEMA", "clip_id", "clips_dir", "read_clips"]
+__all__ = ["CLIP_SCHEMA", "clip_id", "read_clips"]
 
 CLIP_SCHEMA = pa.schema([
     ("clip_id", pa.string()),          # stable: hash of segment id + start frame index + kind
@@ -41,13 +40,9 @@ def clip_id(segment_id: str, start_index: int, kind: str) -> str:
     return hashlib.sha256(f"{segment_id}\0{start_index}\0{kind}".encode()).hexdigest()[:24]
 
 
-def clips_dir(storage: Storage) -> Path:
-    return storage.root / "dataset" / "clips"
-
-
 def read_clips(storage: Storage, channel: str | None = None) -> pa.Table:
     """All stored clips (of one channel), in shard path order; an empty table if none."""
-    base = clips_dir(storage) / f"channel={channel}" if channel else clips_dir(storage)
+    base = storage.table_dir("clips") / f"channel={channel}" if channel else storage.table_dir("clips")
     paths = sorted(p for p in base.rglob("*.parquet") if not p.name.startswith(".")) if base.exists() else []
     # File by file, not as a dataset: pyarrow would add the hive folders as extra columns.
     tables = [read_shard(p, schema=CLIP_SCHEMA) for p in paths]

@@ -11,29 +11,24 @@ every row and the `frames` view leaves the linked ones out.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..storage import Storage
+from ..layout import TABLES, Storage
 from .dedup import find_duplicates, find_duplicates_ray
 from .schema import DUP_SCHEMA
 from .shards import read_shard, write_shards
-from .writer import frames_dir
 
 COLUMNS = ["frame_id", "timestamp", "kind", "phash", "dup_of"]
 
 
-def links_path(storage: Storage) -> Path:
-    return storage.root / "dataset" / "dups" / "links-0000.parquet"
-
-
 def frame_hashes(storage: Storage) -> pa.Table:
     """frame_id, timestamp, kind, phash of every frame not already a duplicate within its segment."""
-    storage.pull("dataset/frames", mirror=True)
-    paths = sorted(frames_dir(storage).rglob("*.parquet")) if frames_dir(storage).exists() else []
+    storage.pull(TABLES["frames"], mirror=True)
+    frames = storage.table_dir("frames")
+    paths = sorted(frames.rglob("*.parquet")) if frames.exists() else []
     tables = [read_shard(p, columns=COLUMNS) for p in paths]
     if not tables:
         return pa.table({c: pa.array([], t) for c, t in
@@ -69,7 +64,7 @@ def dedup_dataset(storage: Storage, radius: int, use_ray: bool = False) -> dict:
         "distance": pa.array(np.concatenate(distances) if distances else [], pa.int8()),
     }, schema=DUP_SCHEMA)
     links = links.sort_by("frame_id")
-    path = links_path(storage)
+    path = storage.dups_links
     write_shards(path.parent, "links", DUP_SCHEMA, [links], target_mb=1e9, empty=True)
     return {"frames": len(ids), "linked": links.num_rows, "radius": radius,
             "seconds": round(time.perf_counter() - t0, 3), "path": str(path)}

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..storage import Storage, atomic_write_bytes
+from ..layout import DATA_FOLDERS, Storage, atomic_write_bytes
 from .snapshots import load_snapshot, open_snapshot
 
 FORMATS = ("webdataset", "parquet", "hf")
@@ -47,7 +47,6 @@ IMAGES = {"frames": ("image", "mask"), "clips": ("frames",)}  # encoded image by
 EXT = {"png": "png", "jpeg": "jpg", "jpg": "jpg", "webp": "webp"}
 STATS = "_stats.json"
 # The root's own folders: an export there would be read as dataset shards (or clobber them).
-PROTECTED = ("dataset", "snapshots", "manifests", "raw", "quarantine")
 
 Progress = Callable[[int, int], None]  # (rows done, rows in all)
 
@@ -56,7 +55,7 @@ def check_out(storage: Storage, out: str | Path) -> Path:
     """`out` resolved, if it may receive an export: empty or missing, not among the root's data."""
     out = Path(out).expanduser().resolve()
     root = storage.root.resolve()
-    if out == root or any(out == root / d or root / d in out.parents for d in PROTECTED):
+    if out == root or any(out == root / d or root / d in out.parents for d in DATA_FOLDERS):
         raise UserError(f"{out} lies in the storage root's data folders; export to a folder of its own "
                         f"(e.g. {root.parent / 'exports'})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

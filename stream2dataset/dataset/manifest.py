@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..storage import Storage, atomic_output
+from ..layout import DONE, RAW, Storage, atomic_output
 
 _TS = pa.timestamp("ms", tz="UTC")
 
@@ -84,3 +84,22 @@ def segment_row(*, segment_id: str, channel: str, platform: str, source: str, pa
         "audio_codec": info.audio_codec, "sha256": sha256, "status": status, "config_hash": config_hash,
         "recorded_at": datetime.now(tz=start.tzinfo),
     }
+
+
+def pending_segments(storage: Storage) -> list[dict]:
+    """Committed segments that processing has not finished (whose file is still there).
+
+    `key` is the file's place under the root: each processing actor finds it in its own node's
+    copy of an object-store root. Rows carry their manifest's duration and width: planning needs
+    no file then."""
+    storage.pull(DONE)
+    raw = storage.files(RAW) if storage.remote else None  # one listing, not a request per segment
+    out = []
+    for row in read_segments(storage).to_pylist():
+        path = storage.root / row["path"]
+        there = row["path"] in raw if raw is not None else path.exists()
+        if there and not storage.done_marker(row["segment_id"]).exists():
+            out.append({"segment_id": row["segment_id"], "channel": row["channel"], "platform": row["platform"],
+                        "path": str(path), "key": row["path"], "start_ts": row["start"].timestamp(),
+                        "source_id": row["source_id"] or "", "duration_s": row["duration_s"], "width": row["width"]})
+    return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..storage import atomic_output
+from ..layout import atomic_output
 
 
 def first_frame(path: Path, width: int) -> np.ndarray:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..storage import atomic_output
+from ..layout import atomic_output
 from .schema import SCHEMA_KEY, SCHEMA_VERSION
 
 IMAGE_COLUMNS = ("image", "mask", "frames")  # already-compressed image bytes

@@ -22,15 +22,15 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from ..media import sha256_file
 from ..names import ARTIFACT_NAME
-from ..storage import Storage, atomic_output, atomic_write_bytes
-from .catalog import GLOBS, check_where, open_catalog
+from ..layout import GLOBS, SNAPSHOTS, Storage, atomic_output, atomic_write_bytes
+from .catalog import check_where, open_catalog
 from .sandbox import DEFAULT_TIMEOUT_S, connect, lock_down, time_limit
 from .schema import SCHEMA_VERSION
 
 
 
 def snapshots_dir(storage: Storage) -> Path:
-    return storage.root / "snapshots"
+    return storage.snapshots_dir
 
 
 def _entry(storage: Storage, path: Path) -> dict:
@@ -125,7 +125,7 @@ def list_snapshots(storage: Storage) -> list[dict]:
     """Every snapshot's manifest (files not checked), by name; a broken snapshot file is listed as
     `{"name", "path", "error"}` (one line) among the others."""
     folder = snapshots_dir(storage)
-    storage.pull("snapshots", mirror=True)
+    storage.pull(SNAPSHOTS, mirror=True)
     listed = []
     for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         try:
@@ -139,7 +139,7 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
     """The manifest of snapshot `name`, its files checked against their sha256."""
     path = snapshots_dir(storage) / f"{name}.json"
     if ARTIFACT_NAME.match(name):
-        storage.pull(f"snapshots/{name}.json")
+        storage.pull(f"{SNAPSHOTS}/{name}.json")
     if not ARTIFACT_NAME.match(name) or not path.exists():
         known = sorted(p.stem for p in snapshots_dir(storage).glob("*.json")) if snapshots_dir(storage).exists() else []
         raise UserError(f"no snapshot named {name!r} under {snapshots_dir(storage)} (known: {', '.join(known) or 'none'}); "

@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 
 from ..errors import UserError
-from ..storage import atomic_output
+from ..layout import MANIFEST, TABLES, atomic_output
 from .catalog import check_where, open_catalog, run_query
 from .sandbox import DEFAULT_TIMEOUT_S, time_limit
 
@@ -78,7 +78,7 @@ def _sql_text(path: Path) -> str:
 def _manifest_files(root: Path) -> dict[str, tuple[int, int]]:
     """manifests/segments/<channel>/<id>.parquet -> (mtime_ns, size), keyed by `<channel>/<id>.parquet`."""
     listing: dict[str, tuple[int, int]] = {}
-    base = root / "manifests" / "segments"
+    base = root / MANIFEST
     for folder in os.scandir(base) if base.is_dir() else ():
         if folder.is_dir() and not folder.name.startswith("."):
             for f in os.scandir(folder.path):
@@ -111,7 +111,7 @@ def segment_cache(root: Path, con: duckdb.DuckDBPyConnection) -> Path | None:
                                      else "SELECT file FROM _listing").fetchall()]
     if not new and not stale:
         return cache
-    base = root / "manifests" / "segments"
+    base = root / MANIFEST
     fresh = (f"SELECT {', '.join(_SEGMENT_COLUMNS)}, l.* FROM read_parquet(?, union_by_name=true, "
              "hive_partitioning=false, filename=true) r "
              f"JOIN _listing l ON r.filename = '{_sql_text(base)}/' || l.file")
@@ -129,7 +129,7 @@ def _dataset_bytes(root: Path) -> dict[tuple[str, str], int]:
     """Bytes on disk of the dataset shards, by (channel, date) folder: cheaper as stat() than as SQL."""
     sizes: dict[tuple[str, str], int] = defaultdict(int)
     for table in ("frames", "clips", "drops"):
-        base = root / "dataset" / table
+        base = root / TABLES[table]
         for path in base.glob("channel=*/date=*/*.parquet") if base.is_dir() else ():
             sizes[(path.parent.parent.name[len("channel="):], path.parent.name[len("date="):])] += path.stat().st_size
     return sizes

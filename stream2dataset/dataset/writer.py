@@ -33,24 +33,12 @@ from typing import Callable
 
 import pyarrow as pa
 
-from ..storage import Storage, atomic_output, atomic_write_bytes
+from ..layout import Storage, atomic_output, atomic_write_bytes
 from .clips import CLIP_SCHEMA
 from .schema import DROP_SCHEMA, FRAME_SCHEMA
 from .shards import read_shard, write_shards
 
 TABLES = {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA}
-
-
-def frames_dir(storage: Storage) -> Path:
-    return storage.root / "dataset" / "frames"
-
-
-def staging_dir(storage: Storage, segment_id: str) -> Path:
-    return storage.root / "dataset" / "_staging" / segment_id
-
-
-def _commits_dir(storage: Storage) -> Path:
-    return storage.root / "dataset" / "_commits"
 
 
 # A temp file untouched this long has no live writer: writers fill theirs without pause, and even
@@ -84,7 +72,7 @@ def stage_rows(storage: Storage, table: str, segment_id: str, part: str, rows: l
     `start_ts`, the date folder its shards go to). Writing the same part again replaces it."""
     if not rows:
         return None
-    folder = staging_dir(storage, segment_id)
+    folder = storage.stage_dir(segment_id)
     meta = folder / "segment.json"
     if not meta.exists():
         atomic_write_bytes(meta, json.dumps({"channel": rows[0]["channel"], "start_ts": start_ts}).encode(), sync=False)
@@ -109,7 +97,7 @@ def commit_segments(storage: Storage, markers: dict[str, dict], target_mb: float
     if not markers:
         return []
     batch = hashlib.sha256("\n".join(markers).encode()).hexdigest()[:16]
-    intent = _commits_dir(storage) / f"{batch}.json"
+    intent = storage.commits_dir / f"{batch}.json"
     atomic_write_bytes(intent, json.dumps({"batch": batch, "markers": markers}).encode(), sync=False)
     if before_write:
         before_write()
@@ -118,11 +106,11 @@ def commit_segments(storage: Storage, markers: dict[str, dict], target_mb: float
 
 def recover_commits(storage: Storage, target_mb: float = 256, row_group_rows: int = 2048) -> list[Path]:
     """Finish the commits a killed process left behind, exactly as they were begun."""
-    if _trash_dir(storage).exists():
+    if storage.stage_trash.exists():
         threading.Thread(target=empty_trash, args=(storage,), daemon=True).start()
-    folder = _commits_dir(storage)
+    folder = storage.commits_dir
     storage.pull(folder.relative_to(storage.root).as_posix(), mirror=True)
-    for leftovers in (folder, storage.root / "dataset" / "_done"):  # intents and markers cut short
+    for leftovers in (folder, storage.done_dir):  # intents and markers cut short
         _sweep_temps(leftovers)
     paths: list[Path] = []
     for intent in sorted(folder.glob("*.json")) if folder.exists() else []:
@@ -136,42 +124,38 @@ def _apply(storage: Storage, intent: Path, target_mb: float, row_group_rows: int
     paths: list[Path] = []
     if not all(storage.done_marker(sid).exists() for sid in markers):  # else only the clean-up is left
         for sid in markers:  # windows staged on other nodes (object-store root)
-            storage.pull(staging_dir(storage, sid).relative_to(storage.root).as_posix(), mirror=True)
+            storage.pull(storage.stage_dir(sid).relative_to(storage.root).as_posix(), mirror=True)
         for table, schema in TABLES.items():
             for (channel, day), parts in sorted(_staged(storage, markers, table).items()):
-                folder = storage.root / "dataset" / table / f"channel={channel}" / f"date={day}"
+                folder = storage.shard_dir(table, channel, day)
                 _sweep_temps(folder, batch)
                 tables = (pa.ipc.open_file(pa.memory_map(str(p))).read_all() for p in parts)
                 paths += write_shards(folder, batch, schema, tables, target_mb, row_group_rows)
         for sid, marker in markers.items():
             atomic_write_bytes(storage.done_marker(sid), json.dumps(marker).encode(), sync=False)
-    trash = _trash_dir(storage) / batch
+    trash = storage.stage_trash / batch
     for sid in markers:  # a rename now; deleting the files waits for a background thread
         if storage.remote:
-            storage.remote.delete(staging_dir(storage, sid))
-        if staging_dir(storage, sid).exists():
+            storage.remote.delete(storage.stage_dir(sid))
+        if storage.stage_dir(sid).exists():
             trash.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(trash / sid, ignore_errors=True)
-            os.replace(staging_dir(storage, sid), trash / sid)
+            os.replace(storage.stage_dir(sid), trash / sid)
     storage.delete(intent)
     threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True}, daemon=True).start()
     return paths
 
 
-def _trash_dir(storage: Storage) -> Path:
-    return storage.root / "dataset" / "_staging" / ".trash"
-
-
 def empty_trash(storage: Storage) -> None:
     """Delete committed staging left by a process that exited before its clean-up thread ended."""
-    shutil.rmtree(_trash_dir(storage), ignore_errors=True)
+    shutil.rmtree(storage.stage_trash, ignore_errors=True)
 
 
 def _staged(storage: Storage, segment_ids, table: str) -> dict[tuple[str, str], list[Path]]:
     """Staged parts of `table` grouped by (channel, date of the segment's start), in order."""
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for sid in sorted(segment_ids):
-        folder = staging_dir(storage, sid)
+        folder = storage.stage_dir(sid)
         if not (folder / table).exists():
             continue
         meta = json.loads((folder / "segment.json").read_text())
@@ -191,7 +175,7 @@ def write_frames(storage: Storage, rows: list[dict], prefix: str = "part") -> li
     for (channel, day), group in sorted(groups.items()):
         ids = "\n".join(sorted(r["frame_id"] for r in group))
         stem = f"{prefix}-{hashlib.sha256(ids.encode()).hexdigest()[:16]}"
-        folder = frames_dir(storage) / f"channel={channel}" / f"date={day}"
+        folder = storage.shard_dir("frames", channel, day)
         paths += write_shards(folder, stem, FRAME_SCHEMA, [pa.Table.from_pylist(group, schema=FRAME_SCHEMA)],
                               target_mb=1e9)
     return paths
@@ -200,7 +184,7 @@ def write_frames(storage: Storage, rows: list[dict], prefix: str = "part") -> li
 def read_frame_column(storage: Storage, column: str, channel: str | None = None,
                       kind: str | None = None) -> list:
     """One column of the stored frames (e.g. the source ids a channel already has)."""
-    base = frames_dir(storage) / f"channel={channel}" if channel else frames_dir(storage)
+    base = storage.table_dir("frames") / f"channel={channel}" if channel else storage.table_dir("frames")
     storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
     values: list = []
     for path in sorted(base.rglob("*.parquet")) if base.exists() else []:

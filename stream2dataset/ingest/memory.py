@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..names import CHANNEL_NAME
-from ..storage import Storage, atomic_write_bytes
+from ..layout import Storage, atomic_write_bytes
 
 MAX_MARKS = 4096  # GOPs remembered (~2 h of 2-s GOPs): replays come from the last minutes
 MAX_HASHES = 512  # segment sha256s remembered
@@ -35,7 +35,7 @@ class Mark:
 def memory_path(storage: Storage, channel: str) -> Path:
     if not CHANNEL_NAME.match(channel):
         raise ValueError(f"channel name {channel!r} is not folder-safe")
-    return storage.root / "manifests" / "committed" / f"{channel}.json"
+    return storage.committed_path(channel)
 
 
 class CommitMemory:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 
 from ..config import Config
-from ..dataset import frames_dir, manifest, read_frame_column, thumbnail_row, write_frames
+from ..dataset import manifest, read_frame_column, thumbnail_row, write_frames
 from ..errors import CorruptMedia, StreamError
-from ..storage import PART_SUFFIX, Storage
+from ..layout import PART_SUFFIX, Storage
 from .memory import CommitMemory, Mark
 from .platforms import adapter_for
 from .recovery import recover_channel
@@ -256,7 +256,7 @@ class ChannelRecorder:
     def _manifest_totals(self) -> dict:
         """What this channel has stored so far (thumbnails count as its items in that mode)."""
         if self.channel.mode == "thumbnails":  # bytes on disk: cheaper than reading every image
-            shards = (frames_dir(self.storage) / f"channel={self.channel.name}").rglob("thumbnails-*.parquet")
+            shards = (self.storage.table_dir("frames") / f"channel={self.channel.name}").rglob("thumbnails-*.parquet")
             return {"segments": len(read_frame_column(self.storage, "frame_id", self.channel.name, "thumbnail")),
                     "bytes": sum(p.stat().st_size for p in shards)}
         table = manifest.read_segments(self.storage, self.channel.name)
@@ -307,7 +307,7 @@ class ChannelRecorder:
             self._poll_wait()
 
     def _run_videos(self) -> None:
-        staging = self.storage.staging_dir(self.channel.platform, self.channel.name)
+        staging = self.storage.downloads_dir(self.channel.platform, self.channel.name)
         staging.mkdir(parents=True, exist_ok=True)
 
         def fetch_once() -> None:

@@ -15,7 +15,7 @@ from typing import Callable
 from ..dataset import manifest
 from ..errors import CorruptMedia
 from ..media import VIDEO_EXTS
-from ..storage import PART_SUFFIX, Storage
+from ..layout import PART_SUFFIX, Storage
 from .segments import MediaInfo, probe, salvage
 
 

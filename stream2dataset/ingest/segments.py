@@ -27,7 +27,7 @@ import av
 
 from ..errors import CorruptMedia, StreamError
 from ..media import media_errors, sha256_file
-from ..storage import PART_SUFFIX, atomic_output
+from ..layout import PART_SUFFIX, atomic_output
 from .memory import CommitMemory, Mark
 from .transport import TransportReader
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..media import sha256_file
-from ..storage import atomic_output
+from ..layout import atomic_output
 
 WHEEL = "mediapipe==0.10.21"
 FIX = "run: python -m stream2dataset.processing.models (or ./run setup)"

@@ -19,32 +19,12 @@ from pathlib import Path
 
 from ..config import Config, DatasetConfig
 from ..dataset import commit_segments, recover_commits
-from ..dataset.manifest import read_segments
 from ..errors import CorruptMedia, UserError
 from ..media import content_id, find_videos
 from ..names import slug
-from ..storage import Storage
+from ..layout import DONE, Storage
 from .decode import video_info
 from .window import WindowProcessor, window_id
-
-
-def pending_segments(storage: Storage) -> list[dict]:
-    """Committed segments that processing has not finished (whose file is still there).
-
-    `key` is the file's place under the root: each processing actor finds it in its own node's
-    copy of an object-store root. Rows carry their manifest's duration and width: planning needs
-    no file then."""
-    storage.pull("dataset/_done")
-    raw = storage.files("raw") if storage.remote else None  # one listing, not a request per segment
-    out = []
-    for row in read_segments(storage).to_pylist():
-        path = storage.root / row["path"]
-        there = row["path"] in raw if raw is not None else path.exists()
-        if there and not storage.done_marker(row["segment_id"]).exists():
-            out.append({"segment_id": row["segment_id"], "channel": row["channel"], "platform": row["platform"],
-                        "path": str(path), "key": row["path"], "start_ts": row["start"].timestamp(),
-                        "source_id": row["source_id"] or "", "duration_s": row["duration_s"], "width": row["width"]})
-    return out
 
 
 def file_segments(paths: list[Path], skipped: list[tuple[str, str]] | None = None) -> list[dict]:
@@ -95,7 +75,7 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
 
     storage = Storage.of(config)
     config_hash = storage.save_config(config)
-    storage.pull("dataset/_done")
+    storage.pull(DONE)
     recover_commits(storage, config.dataset.shard_target_mb, config.dataset.row_group_rows)  # a killed run's batch
     segments = [s for s in segments if not storage.done_marker(s["segment_id"]).exists()]  # re-runs add nothing
     windows, failed = plan_windows(segments, config.processing.window_s)

@@ -22,9 +22,12 @@ from typing import Any, Callable, Iterable, Iterator
 import av
 import numpy as np
 
+from ..cluster import ray_env_defaults
 from ..errors import CorruptMedia, UserError
-from ..storage import atomic_output
+from ..layout import atomic_output
+from ..transforms import apply_chain, chain_specs_from_text, parse_chain
 from .decode import MEDIA_ERRORS, open_video
+from .person import PersonSegmenter
 
 __all__ = ["check_output", "render"]
 
@@ -151,7 +154,6 @@ class _RayRunner:
     def __init__(self, frame_fn: FrameFn):
         import ray
 
-        from ..cluster import ray_env_defaults
 
         if not ray.is_initialized():
             ray_env_defaults()
@@ -295,7 +297,6 @@ class FrameChain:
     """
 
     def __init__(self, text: str, person_threshold: float = 0.5):
-        from ..transforms import chain_specs_from_text, parse_chain
 
         specs = chain_specs_from_text(text)
         self.person = specs.pop(0) if specs and specs[0] in PERSON_STEPS else None
@@ -307,12 +308,10 @@ class FrameChain:
         return {**self.__dict__, "_segmenter": None}  # mediapipe objects don't pickle: reload there
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
-        from ..transforms import apply_chain
 
         image = frame
         if self.person:
             if self._segmenter is None:
-                from .person import PersonSegmenter
 
                 self._segmenter = PersonSegmenter()
             alpha = ((self._segmenter.mask(frame) >= self.threshold) * 255).astype(np.uint8)

@@ -19,16 +19,16 @@ import numpy as np
 
 from ..cluster import node_id
 from ..config import ProcessingConfig, StorageConfig
-from ..dataset import frame_id, stage_rows, staging_dir
+from ..dataset import frame_id, stage_rows
 from ..errors import CorruptMedia
-from ..storage import Storage, atomic_write_bytes
+from ..layout import RAW, Storage, atomic_write_bytes
 from .clips import clip_row, cut_clips, encode_frames
 from .crops import FACE_KINDS, PERSON_KINDS, Crop, frame_crops
 from .decode import SampledFrame, sample_frames
 from .detect import Face, FaceDetector, centre_inside, nms
 from .facecam import Box, FacecamEstimate, estimate_facecam
 from .hashing import mark_near_duplicates, phash64
-from .person import person_box
+from .person import PersonSegmenter, person_box
 from ..transforms import apply_chain, chain_names, parse_chain
 
 NO_FACECAM = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "not_estimated")
@@ -120,13 +120,12 @@ def _drop_orphan_copies(raw: Path) -> None:
 
 class WindowProcessor:
     def __init__(self, processing: ProcessingConfig, storage: StorageConfig, config_hash: str):
-        from .person import PersonSegmenter
 
         self.cfg = processing
         self.storage = Storage.of(storage)
         self._fetched: Path | None = None  # a segment copied here from the store, to drop when done
         if self.storage.remote:
-            _drop_orphan_copies(self.storage.root / "raw")
+            _drop_orphan_copies(self.storage.root / RAW)
         self.config_hash = config_hash
         self.steps = parse_chain(processing.transforms)
         self.transform_names = chain_names(self.steps)
@@ -143,7 +142,7 @@ class WindowProcessor:
 
     def process(self, win: dict) -> dict:
         wid = window_id(win["segment_id"], int(win["window"]))
-        marker = staging_dir(self.storage, win["segment_id"]) / f"{wid}.done"
+        marker = self.storage.stage_dir(win["segment_id"]) / f"{wid}.done"
         if self.storage.exists(marker):  # finished by an earlier run (maybe on another node)
             return {"window_id": wid, "skipped": True, **json.loads(self.storage.fetch(marker).read_text())}
         timings: Counter = Counter()

@@ -10,15 +10,15 @@ from __future__ import annotations
 import time
 
 from ..dataset.manifest import read_segments
-from ..storage import Storage
+from ..layout import DONE, RAW, Storage
 
 
 def prune_raw(storage: Storage, keep_hours: float, now: float | None = None) -> list[str]:
     """Delete raw files of processed segments whose done marker is older than `keep_hours`."""
     now = time.time() if now is None else now
     removed = []
-    storage.pull("dataset/_done")
-    present = storage.files("raw")
+    storage.pull(DONE)
+    present = storage.files(RAW)
     for row in read_segments(storage).select(["segment_id", "path"]).to_pylist():
         marker = storage.done_marker(row["segment_id"])
         if row["path"] in present and marker.exists() and now - marker.stat().st_mtime >= keep_hours * 3600:

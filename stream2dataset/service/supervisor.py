@@ -21,8 +21,9 @@ from ..config import Config, channel_fingerprint, load_config
 from ..dataset.dedup_pass import dedup_dataset
 from ..errors import ConfigError, UserError
 from ..ingest.recorder import ChannelRecorder
-from ..processing.pipeline import pending_segments, process
-from ..storage import Storage
+from ..dataset.manifest import pending_segments
+from ..processing.pipeline import process
+from ..layout import Storage
 from .retention import prune_raw
 
 log = logging.getLogger(__name__)

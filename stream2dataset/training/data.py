@@ -17,7 +17,7 @@ import numpy as np
 
 from ..dataset.snapshots import load_snapshot, open_snapshot
 from ..errors import UserError
-from ..storage import Storage
+from ..layout import Storage
 
 
 @dataclass(frozen=True)

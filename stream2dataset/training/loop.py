@@ -107,7 +107,7 @@ def train_loop(run: dict) -> None:
         torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     log = None
     if rank == 0:
-        from ..storage import Storage
+        from ..layout import Storage
         from .runs import MetricsLog
 
         if run["storage"]["uri"]:  # an object-store root: what rank 0 writes goes up (remote.py)

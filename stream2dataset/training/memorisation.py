@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from ..processing.hashing import hamming, phash64
-from ..storage import atomic_write_bytes
+from ..layout import atomic_write_bytes
 
 # Same radius as the dataset's near-duplicate rule (dedup_distance / dedup_radius default 4).
 COPY_PHASH = 4

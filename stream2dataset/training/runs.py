@@ -23,23 +23,24 @@ from pathlib import Path
 
 import yaml
 
-from ..config import TrainingConfig
+from ..config import TrainingConfig, config_hash
 from ..errors import UserError
 from ..names import ARTIFACT_NAME
-from ..storage import Storage, atomic_write_bytes, push_file
+from ..layout import RUNS, Storage, atomic_write_bytes, push_file
 
 PUSH_EVERY_S = 2.0
 CHECKPOINT = re.compile(r"^checkpoint-(\d{7,})$")
 
 
-def runs_dir(storage: Storage) -> Path:
-    return storage.root / "runs"
+def run_names(storage: Storage) -> list[str]:
+    """Every run that has a run.json, here or in the object store, by name."""
+    return sorted({key.split("/")[1] for key in storage.files(RUNS) if key.endswith("/run.json")})
 
 
 def run_dir(storage: Storage, name: str) -> Path:
     if not ARTIFACT_NAME.match(name):
         raise UserError(f"run name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, no '/')")
-    return runs_dir(storage) / name
+    return storage.runs_dir / name
 
 
 SMALL_FILES = ("run.json", "config.yaml", "metrics.csv", "events.jsonl")
@@ -68,7 +69,6 @@ def new_run_name(kind: str, snapshot: str) -> str:
 
 
 def write_run_info(folder: Path, kind: str, snapshot: dict, cfg: TrainingConfig) -> None:
-    from ..config import config_hash
 
     folder.mkdir(parents=True, exist_ok=True)
     info = {"kind": kind, "snapshot": snapshot, "config_hash": config_hash(cfg),

@@ -15,15 +15,20 @@ from ..config import TrainingConfig
 from ..dataset.preview import tile
 from ..dataset.snapshots import open_snapshot
 from ..errors import UserError
-from ..storage import Storage
+from ..layout import Storage
+from ..processing.hashing import hamming, phash64
 from .data import decode_image
+from .fluency import continuations_report
+from .memorisation import nearest_training_frames, write_memorisation_sheet
 from .runs import load_state, pull_run, read_run_info
+from .tasks import TASKS
+from .temporal import generate
 from .tensors import to_uint8, to_unit
+from .video import write_mp4
 
 
 def _load(storage: Storage, run: str, kind: str):
     """(run folder, run info, training config, EMA network in eval mode, checkpoint step)."""
-    from .tasks import TASKS
 
     folder = pull_run(storage, run, newest_state=True)
     info = read_run_info(folder)
@@ -44,7 +49,7 @@ def _stamp() -> str:
 def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | None = None, seed: int = 0,
                      steps: int | None = None, interpolate: bool = False, memorisation: bool = True,
                      seconds: float = 6.0, fps: float = 8.0) -> dict:
-    from .diffusion import ddim_sample, interpolation_latents
+    from .diffusion import ddim_sample, interpolation_latents  # deferred on purpose: diffusers, only here
 
     folder, info, cfg, unet, step = _load(storage, run, "diffusion")
     s, device = cfg.diffusion, next(unet.parameters()).device
@@ -57,7 +62,6 @@ def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | Non
                 width=max(64, s.resolution), pad=2)
     result = {"step": step, "grid": grid, "images": images}
     if interpolate:
-        from .video import write_mp4
 
         frames = max(2, round(seconds * fps))
         latents = interpolation_latents(s, frames, torch.Generator().manual_seed(seed), keyframes=3).to(device)
@@ -75,8 +79,6 @@ def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | Non
 def memorisation_check(storage: Storage, snapshot: str, images: np.ndarray, sheet: Path, candidates: int = 8) -> dict:
     """Nearest training frames of each sample: the stored pHashes narrow every training frame down
     to a few candidates per sample (cheap for millions of frames), whose pixels then decide."""
-    from ..processing.hashing import hamming, phash64
-    from .memorisation import write_memorisation_sheet, nearest_training_frames
 
     con = open_snapshot(storage, snapshot)
     try:
@@ -103,9 +105,6 @@ def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: f
     """n continuations of one seed clip (MP4s; with n > 1 named -1..-n), their fluency against real
     clips and their diversity. `temperature` scales the sampled steps' spread (default: the run's
     `temporal.temperature`; 0: the mean step, the same video every time)."""
-    from .fluency import continuations_report
-    from .temporal import generate
-    from .video import write_mp4
 
     if n < 1:
         raise UserError(f"--n {n}: write at least one video")

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..config import TrainingConfig
+from .temporal import TemporalModel, generate
 from .tensors import random_flip, to_uint8, to_unit
 
 
@@ -19,6 +20,7 @@ class DiffusionTask:
     loss_parts: list[str] = []
 
     def __init__(self, cfg: TrainingConfig, channels: list[str]):
+        # diffusion.py imports diffusers (~1 s): deferred on purpose, the temporal task never needs it
         from .diffusion import build_scheduler, build_unet
 
         self.s, self.flip = cfg.diffusion, cfg.flip
@@ -53,8 +55,6 @@ class TemporalTask:
     loss_parts = ["recon", "predict"]
 
     def __init__(self, cfg: TrainingConfig, channels: list[str]):
-        from .temporal import TemporalModel
-
         self.s, self.flip = cfg.temporal, cfg.flip
         self.model = TemporalModel(self.s)
 
@@ -68,8 +68,6 @@ class TemporalTask:
 
     def preview(self, ema, batch: dict, n: int = 4, seed: int = 0) -> tuple[list[np.ndarray], int]:
         """Rows of (real window | the model's continuation of its first half) for up to n clips."""
-        from .temporal import generate
-
         clips = to_unit(batch["clip"][:n]).to(next(ema.parameters()).device)
         t = clips.shape[1]
         gen = torch.Generator(device=clips.device).manual_seed(seed)

@@ -12,10 +12,11 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..config import TrainingConfig
+from ..config import TrainingConfig, format_validation_error
 from ..errors import UserError
-from ..storage import Storage
-from .runs import new_run_name, pull_run, read_metrics, read_run_config, read_run_info, run_dir, runs_dir, write_run_info
+from ..layout import RUNS, Storage
+from .data import snapshot_dataset
+from .runs import new_run_name, pull_run, read_metrics, read_run_config, read_run_info, run_dir, write_run_info
 
 # A snapshot whose decoded items fit in this many bytes is decoded once and kept in Ray's object
 # store; a larger one streams through the decode actors every epoch.
@@ -63,7 +64,6 @@ def apply_overrides(training: TrainingConfig, overrides: dict) -> TrainingConfig
     `model_fields_set`, which `fit_to_hardware` leaves alone."""
     from pydantic import ValidationError
 
-    from ..config import format_validation_error
 
     full = training.model_dump(mode="json")
     data = training.model_dump(mode="json", exclude_unset=True)
@@ -140,7 +140,6 @@ def train(storage: Storage, kind: str, snapshot: str | None, training: TrainingC
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from .data import snapshot_dataset
 
     notify = notify or (lambda line: None)
     folder, snapshot, cfg = resolve_run(storage, kind, snapshot, run, resume, training, overrides or {})
@@ -201,8 +200,8 @@ def _run_storage(storage: Storage) -> dict:
     """Where Ray Train keeps the checkpoints: the runs folder, in the object store if the root is one
     (workers on other nodes write there; the local runs folder is then a copy, `pull`ed to read)."""
     if storage.remote:
-        return {"storage_path": storage.remote.key("runs"), "storage_filesystem": storage.remote.fs}
-    return {"storage_path": str(runs_dir(storage))}
+        return {"storage_path": storage.remote.key(RUNS), "storage_filesystem": storage.remote.fs}
+    return {"storage_path": str(storage.runs_dir)}
 
 
 def _repeat_rows(batch: dict, times: int) -> dict:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import atomic_output
+from ..layout import atomic_output
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: float | Fraction, crf: int = 18) -> Path:

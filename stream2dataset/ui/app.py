@@ -25,8 +25,10 @@ from starlette.templating import Jinja2Templates
 
 from ..humanize import human_bytes, since  # as the CLI prints them: the page reads as `status` does
 from ..config import Config
+from ..dataset.catalog import query
+from ..dataset.stats import cell_text, dataset_stats, plot_stats, rows
 from ..errors import UserError
-from ..storage import Storage
+from ..layout import Storage
 from . import data
 
 __all__ = ["REFRESH_S", "SQL_ROWS", "build_app"]
@@ -59,7 +61,6 @@ def build_app(cfg: Config, service_status: Callable[[], dict] | None = None,
     timeout_s = cfg.dataset.sql_timeout_s
     templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
     templates.env.filters.update(human_bytes=human_bytes, since=since)
-    from ..dataset.stats import cell_text
     templates.env.filters["cell"] = cell_text
 
     def page(request: Request, name: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -112,8 +113,6 @@ def build_app(cfg: Config, service_status: Callable[[], dict] | None = None,
         return Response(body, media_type=media_type, headers={"Cache-Control": "max-age=3600"})  # rows never change
 
     def _stats() -> dict:
-        from ..dataset.stats import dataset_stats
-
         return dataset_stats(storage.pull_dataset(), timeout_s=timeout_s)
 
     async def stats(request: Request) -> Response:
@@ -124,8 +123,6 @@ def build_app(cfg: Config, service_status: Callable[[], dict] | None = None,
         return page(request, "stats.html", title="stats", stats=st, error=error)
 
     def _plot() -> bytes:
-        from ..dataset.stats import plot_stats
-
         st = _stats()
         with _PLOT_LOCK, tempfile.TemporaryDirectory(prefix="s2d-ui-") as tmp:
             return plot_stats(st, Path(tmp) / "stats.png").read_bytes()
@@ -137,9 +134,6 @@ def build_app(cfg: Config, service_status: Callable[[], dict] | None = None,
             return PlainTextResponse(f"error: {err}", 400)
 
     def _sql(q: str):
-        from ..dataset.catalog import query
-        from ..dataset.stats import rows
-
         table, more = query(storage.pull_dataset(), q, SQL_ROWS, timeout_s=timeout_s)
         return table.column_names, list(rows(table)), more
 

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
+from ..dataset.catalog import query
+from ..dataset.manifest import pending_segments, read_segments
 from ..errors import UserError
+from ..layout import Storage
 from ..names import ARTIFACT_NAME
-from ..storage import Storage
+from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info, run_dir, run_names
 
 __all__ = ["FRAME_ID", "NAME", "IMAGE_TYPES", "ManifestCache", "channel_status", "frame_image", "inside_root",
            "loss_points", "newest_crops", "run_detail", "run_file", "run_list"]
@@ -60,8 +63,6 @@ class ManifestCache:
             return self._value
 
     def _read(self) -> dict[str, dict]:
-        from ..dataset.manifest import read_segments
-        from ..processing.pipeline import pending_segments
 
         out: dict[str, dict] = {}
         for row in read_segments(self.storage).select(["channel", "bytes"]).to_pylist():
@@ -107,8 +108,6 @@ def channel_status(cfg: Config, service_status: Callable[[], dict] | None, manif
 
 def newest_crops(root: Path, per_channel: int, timeout_s: float, channel: str | None = None) -> list[dict]:
     """The newest kept frames of each channel (or of `channel`): ids and small columns, no images."""
-    from ..dataset.catalog import query
-
     where = f"WHERE channel = '{channel}'" if channel else ""  # `channel` matched NAME: no quotes in it
     sql = (f"SELECT channel, frame_id, kind, timestamp, width, height, segment_id FROM frames {where} "
            f"QUALIFY row_number() OVER (PARTITION BY channel ORDER BY timestamp DESC, frame_id) <= {int(per_channel)} "
@@ -119,8 +118,6 @@ def newest_crops(root: Path, per_channel: int, timeout_s: float, channel: str | 
 
 def frame_image(root: Path, frame_id: str, timeout_s: float) -> tuple[bytes, str] | None:
     """A frame's stored image bytes and content type (`frame_id` matched FRAME_ID), or None."""
-    from ..dataset.catalog import query
-
     table, _ = query(root, f"SELECT image, image_format FROM frames_all WHERE frame_id = '{frame_id}'", 1,
                      timeout_s=timeout_s)
     if not table.num_rows or table["image"][0].as_py() is None:
@@ -133,9 +130,7 @@ def frame_image(root: Path, frame_id: str, timeout_s: float) -> tuple[bytes, str
 
 def run_list(storage: Storage) -> list[dict]:
     """The runs as `stream2dataset runs` lists them: kind, snapshot, created, newest checkpoint, last loss."""
-    from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info
-
-    names = sorted({key.split("/")[1] for key in storage.files("runs") if key.endswith("/run.json")})
+    names = run_names(storage)
     out = []
     for name in names:
         folder = pull_run(storage, name)
@@ -160,8 +155,6 @@ def _newest(folder: Path, patterns: tuple[str, ...]) -> Path | None:
 def run_detail(storage: Storage, name: str) -> dict | None:
     """Run `name`'s info, metrics, and its newest sample grid and video (paths relative to the run
     folder); None if there is no such run. `name` must match NAME (names.ARTIFACT_NAME)."""
-    from ..training.runs import checkpoint_steps, pull_run, read_metrics, read_run_info, run_dir
-
     try:
         run_dir(storage, name)  # the CLI's own name check
     except UserError:
@@ -184,7 +177,7 @@ def run_file(storage: Storage, name: str, rel: str) -> tuple[Path, str] | None:
     if not NAME.match(name) or len(parts) > 2 or (len(parts) == 2 and parts[0] != "samples") \
             or not all(NAME.match(p) for p in parts) or Path(rel).suffix.lower() not in MEDIA_TYPES:
         return None
-    path = inside_root(storage.root, storage.root / "runs" / name / rel)
+    path = inside_root(storage.root, storage.runs_dir / name / rel)
     return (path, MEDIA_TYPES[Path(rel).suffix.lower()]) if path else None
 
 

@@ -18,8 +18,8 @@ from ray.cluster_utils import Cluster
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.demo import LiveHLSServer
-from stream2dataset.processing.pipeline import pending_segments
-from stream2dataset.storage import Storage
+from stream2dataset.dataset.manifest import pending_segments
+from stream2dataset.layout import Storage
 
 from .multinode_record import FAST_HEALTH_CHECK, channels, wait_for
 

@@ -15,18 +15,20 @@ from ray.cluster_utils import Cluster
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.config import parse_config
 from stream2dataset.dataset import manifest
+from stream2dataset.dataset.manifest import pending_segments
 from stream2dataset.ingest.segments import probe
-from stream2dataset.processing.pipeline import pending_segments, process
+from stream2dataset.layout import TABLES, Storage
 from stream2dataset.media import sha256_file
-from stream2dataset.storage import Storage
+from stream2dataset.processing.pipeline import process
 
 PROCESSING = {"sample_fps": 4, "window_s": 2, "min_crop_px": 32, "dedup_distance": 0,
               "transforms": [{"resize": {"size": 64, "mode": "pad"}}]}
 
 
-def frame_ids(root: Path) -> list[str]:
-    return sorted(i for p in (root / "dataset" / "frames").rglob("*.parquet")
-                  for i in pq.read_table(p, columns=["frame_id"]).column(0).to_pylist())
+def row_ids(root: Path, table: str = "frames") -> list[str]:
+    column = "frame_id" if table == "frames" else "clip_id"
+    return sorted(i for p in (root / TABLES[table]).rglob("*.parquet")
+                  for i in pq.read_table(p, columns=[column]).column(0).to_pylist())
 
 
 def commit_segments(storage: Storage, videos: list[Path]) -> None:
@@ -67,8 +69,8 @@ def main(videos: str, work: str, bucket: str, out: str) -> None:
         again = process(on_s3, pending_segments(Storage.of(on_s3)))
         copies = sorted(p.name for p in (Path(work) / "cache").iterdir())
         Path(out).write_text(json.dumps({
-            "reference_ids": frame_ids(Path(work) / "local"), "nodes": report["nodes"], "windows": report["windows"],
-            "s3_ids": frame_ids(Storage.of(on_s3).pull_dataset()), "again": again["segments"], "copies": copies,
+            "reference_ids": row_ids(Path(work) / "local"), "nodes": report["nodes"], "windows": report["windows"],
+            "s3_ids": row_ids(Storage.of(on_s3).pull_dataset()), "again": again["segments"], "copies": copies,
             "quarantined": len(list((Path(work) / "local").rglob("*.reason.json"))),
             "raw_left": [p.name for p in (Path(work) / "cache").rglob("*.ts")]}))
     finally:

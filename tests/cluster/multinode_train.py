@@ -6,7 +6,7 @@ import sys
 from ray.cluster_utils import Cluster
 
 from stream2dataset.cluster import ray_env_defaults
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 from stream2dataset.training.trainer import train
 from tests.training.conftest import tiny
 

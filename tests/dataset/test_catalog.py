@@ -16,13 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream2dataset.dataset.catalog import (
-    CATALOG_NAME, SchemaVersionError, check_query, check_where, open_catalog, query, tables_with_files,
+    SchemaVersionError, check_query, check_where, open_catalog, query, tables_with_files,
 )
 from stream2dataset.dataset.clips import CLIP_SCHEMA
 from stream2dataset.dataset.schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
 from stream2dataset.errors import UserError
 from stream2dataset.dataset.manifest import SEGMENT_SCHEMA
-from stream2dataset.storage import atomic_output
+from stream2dataset.layout import CATALOG, atomic_output
 
 DAY1 = datetime(2026, 11, 1, 10, tzinfo=timezone.utc)
 DAY2 = datetime(2026, 11, 2, 10, tzinfo=timezone.utc)
@@ -109,7 +109,7 @@ def test_empty_root_has_every_view_typed_like_the_files(tmp_path):
         for view in ("frames", "frames_all", "clips", "segments", "drops", "dups", "channels"):
             assert rows(e, f"SELECT count(*) AS n FROM {view}") == [{"n": 0}]
             assert describe(e, view) == describe(f, view), view  # same names and types, files or not
-    with duckdb.connect(str(empty / CATALOG_NAME), read_only=True) as con:  # a user's own tool
+    with duckdb.connect(str(empty / CATALOG), read_only=True) as con:  # a user's own tool
         assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone() == (0,)  # views only
         assert con.execute("SELECT count(*) FROM duckdb_views() WHERE NOT internal").fetchone() == (7,)
 
@@ -134,7 +134,7 @@ def test_new_shards_show_up_without_rewriting_the_catalog(tmp_path):
     root = make_root(tmp_path, dups=False)
     with open_catalog(root) as con:
         assert rows(con, "SELECT count(*) AS n FROM frames") == [{"n": 17}]
-    catalog = root / CATALOG_NAME
+    catalog = root / CATALOG
     before = catalog.stat()
     write_frames(root, "b", DAY2, [frame("b", "b2", i, DAY2) for i in range(3)], "part-b2")  # a new shard
     with open_catalog(root) as con:
@@ -304,7 +304,7 @@ def test_a_tool_holding_the_catalog_for_writing_does_not_block_queries(tmp_path)
     open_catalog(root).close()  # writes catalog.duckdb
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import duckdb, sys
-        con = duckdb.connect({str(root / CATALOG_NAME)!r})  # read-write, as the duckdb CLI opens it
+        con = duckdb.connect({str(root / CATALOG)!r})  # read-write, as the duckdb CLI opens it
         print(con.execute("SELECT count(*) FROM frames").fetchone()[0], flush=True)
         sys.stdin.read()
         """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

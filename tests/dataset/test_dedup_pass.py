@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 
 from stream2dataset.dataset import commit_segments, stage_rows
 from stream2dataset.dataset.catalog import open_catalog
-from stream2dataset.dataset.dedup_pass import dedup_dataset, links_path
-from stream2dataset.storage import Storage
+from stream2dataset.dataset.dedup_pass import dedup_dataset
+from stream2dataset.layout import Storage
 
 from .test_writer import T0, frame_rows
 
@@ -35,11 +35,11 @@ def test_links_across_segments_and_channels_earliest_kept(tmp_path):
     c = make(storage, "twitch.alice.s2", "alice", [BASE], 200, kind="silhouette")
     report = dedup_dataset(storage, radius=4)
     assert report["frames"] == 5 and report["linked"] == 1
-    links = pq.read_table(links_path(storage)).to_pylist()
+    links = pq.read_table(storage.dups_links).to_pylist()
     assert links == [{"frame_id": b[0], "dup_of": a[0], "distance": 3}]
-    first = links_path(storage).read_bytes()
+    first = storage.dups_links.read_bytes()
     dedup_dataset(storage, radius=4)  # idempotent: the same file again
-    assert links_path(storage).read_bytes() == first
+    assert storage.dups_links.read_bytes() == first
 
     con = open_catalog(storage.root)
     kept = {r[0] for r in con.execute("SELECT frame_id FROM frames").fetchall()}
@@ -50,7 +50,7 @@ def test_links_across_segments_and_channels_earliest_kept(tmp_path):
 
 def test_radius_zero_and_an_empty_dataset(tmp_path):
     storage = Storage(tmp_path)
-    assert dedup_dataset(storage, radius=4)["linked"] == 0 and links_path(storage).exists()
+    assert dedup_dataset(storage, radius=4)["linked"] == 0 and storage.dups_links.exists()
     make(storage, "twitch.alice.s1", "alice", [BASE, BASE ^ 1, BASE], 0)
     report = dedup_dataset(storage, radius=0)
     assert report["linked"] == 1  # only the exact copy

@@ -16,7 +16,7 @@ from stream2dataset.dataset.dedup_pass import dedup_dataset
 from stream2dataset.dataset.export import export_snapshot
 from stream2dataset.dataset.snapshots import load_snapshot, open_snapshot
 from stream2dataset.errors import UserError
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from .test_writer import T0
 

@@ -9,9 +9,8 @@ import av
 import pytest
 
 from stream2dataset.config import parse_config
-from stream2dataset.dataset import frames_dir
 from stream2dataset.processing.pipeline import file_segments, process
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +25,7 @@ def processed(tmp_path_factory, footage, ray_local):
                         "processing": {"sample_fps": 2, "min_crop_px": 32, "dedup_distance": 0}})
     report = process(cfg, file_segments([folder]))
     assert report["kept"] > 5
-    return frames_dir(Storage(cfg.storage.root))
+    return Storage(cfg.storage.root).table_dir("frames")
 
 
 def decodes(image: bytes) -> bool:

@@ -7,7 +7,7 @@ import pytest
 from stream2dataset.dataset import commit_segments
 from stream2dataset.dataset.snapshots import create_snapshot, list_snapshots, load_snapshot, open_snapshot
 from stream2dataset.errors import UserError
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from .test_writer import stage_segments
 

@@ -16,11 +16,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stream2dataset.dataset import (FRAME_SCHEMA, SCHEMA_VERSION, commit_segments, frame_id, frames_dir,
-                                    read_shard, recover_commits, stage_rows, staging_dir, write_shards)
+from stream2dataset.dataset import (FRAME_SCHEMA, SCHEMA_VERSION, commit_segments, frame_id,
+                                    read_shard, recover_commits, stage_rows, write_shards)
 from stream2dataset.dataset.schema import SCHEMA_KEY
 from stream2dataset.errors import UserError
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 T0 = datetime(2026, 3, 1, 23, 59, 30, tzinfo=timezone.utc)  # segments run past midnight
 
@@ -56,7 +56,7 @@ def stage_segments(storage: Storage, segments: int = 12, windows: int = 3, rows:
 
 def committed_ids(storage: Storage) -> list[str]:
     ids = []
-    for path in sorted(frames_dir(storage).rglob("*.parquet")):
+    for path in sorted(storage.table_dir("frames").rglob("*.parquet")):
         ids += read_shard(path, columns=["frame_id"])["frame_id"].to_pylist()
     return ids
 
@@ -67,7 +67,7 @@ def test_shards_are_bounded_grouped_and_formatted(tmp_path):
     paths = commit_segments(storage, markers, target_mb=0.2, row_group_rows=50)
     frames = [p for p in paths if "/frames/" in str(p)]
     assert len(frames) > 4 and all(p.stat().st_size < 0.2 * 2**20 + 8 * 4000 + 65536 for p in frames)
-    assert {p.parent.relative_to(frames_dir(storage)).as_posix() for p in frames} == \
+    assert {p.parent.relative_to(storage.table_dir("frames")).as_posix() for p in frames} == \
         {"channel=alice/date=2026-03-01", "channel=bob/date=2026-03-01"}  # the segment's start date
     ids = committed_ids(storage)
     assert len(ids) == len(set(ids)) == 12 * 3 * 40
@@ -78,7 +78,7 @@ def test_shards_are_bounded_grouped_and_formatted(tmp_path):
               for i in range(meta.num_columns)}
     assert chunks["image"] == "UNCOMPRESSED" and chunks["frame_id"] == "ZSTD"
     assert all(storage.done_marker(s).exists() for s in markers)
-    assert not any(staging_dir(storage, s).exists() for s in markers)
+    assert not any(storage.stage_dir(s).exists() for s in markers)
     drops = list((storage.root / "dataset" / "drops").rglob("*.parquet"))
     assert sum(read_shard(p)["count"].to_pylist()[0] for p in drops) >= 0 and drops
     assert sum(pq.read_metadata(p).num_rows for p in drops) == 12
@@ -96,7 +96,7 @@ def test_a_newer_schema_version_is_refused_with_the_fix(tmp_path):
 COMMIT = """
 import sys
 from stream2dataset.dataset import commit_segments
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 import json
 import os
 commit_segments(Storage(sys.argv[1]), json.loads(open(sys.argv[2]).read()), target_mb=0.05, row_group_rows=20)
@@ -140,7 +140,7 @@ def test_killed_commits_resume_to_exactly_the_undisturbed_rows(tmp_path):
         for _ in range(3):  # kill it again while it recovers
             run_commit(root, markers_file, kill_after=rng.uniform(started, total))
             interrupted += any((root / "dataset" / "_commits").glob("*.json"))
-            for path in frames_dir(Storage(root)).rglob("*.parquet"):
+            for path in Storage(root).table_dir("frames").rglob("*.parquet"):
                 pq.read_metadata(path)  # whatever a reader can see is a whole shard
         run_commit(root, markers_file)
         got = sorted(committed_ids(Storage(root)))
@@ -175,7 +175,7 @@ def test_the_next_commit_sweeps_the_temp_files_a_killed_commit_left(tmp_path):
     intent = storage.root / "dataset" / "_commits" / f"{batch}.json"
     intent.parent.mkdir(parents=True)
     intent.write_text(json.dumps({"batch": batch, "markers": markers}))  # killed after its intent...
-    folder = frames_dir(storage) / "channel=bob" / "date=2026-03-01"
+    folder = storage.table_dir("frames") / "channel=bob" / "date=2026-03-01"
     folder.mkdir(parents=True)
     killed = folder / f".{batch}-0000.parquet.k1ll3d.tmp"  # ...half way through its first shard
     killed.write_bytes(b"PAR1" + bytes(1000))

@@ -6,7 +6,7 @@ import threading
 
 from stream2dataset.ingest import memory as memory_module
 from stream2dataset.ingest.memory import CommitMemory, Mark, memory_path
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from .conftest import segment_files
 from .test_segment_faults import Sequenced, payloads

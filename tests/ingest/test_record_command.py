@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from stream2dataset.dataset.manifest import read_segments
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from ..conftest import write_config
 from .test_recorder_faults import FAST, assert_nothing_lost_or_twice

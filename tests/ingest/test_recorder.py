@@ -8,7 +8,7 @@ from stream2dataset.config import load_config
 from stream2dataset.dataset.manifest import read_segments
 from stream2dataset.ingest import ChannelRecorder
 from stream2dataset.ingest.segments import probe
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from ..conftest import wait_for, write_config
 

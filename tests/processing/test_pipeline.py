@@ -15,20 +15,20 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream2dataset.config import parse_config
-from stream2dataset.dataset import frames_dir, read_clips
+from stream2dataset.dataset import read_clips
 from stream2dataset.demo import SMALL_LAYOUT
 from stream2dataset.errors import UserError
 from stream2dataset.processing.decode import video_info
 from stream2dataset.processing.detect import iou
 from stream2dataset.processing.pipeline import file_segments, plan_windows, process
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 from ..conftest import wait_for
 
 
 def read_rows(storage):
     rows = []
-    for path in sorted(frames_dir(storage).rglob("*.parquet")):
+    for path in sorted(storage.table_dir("frames").rglob("*.parquet")):
         rows += pq.ParquetFile(path).read().to_pylist()
     return rows
 
@@ -89,7 +89,7 @@ def test_no_free_cpu_for_an_actor_is_a_clear_error_not_a_hang(tmp_path, videos, 
     cfg = parse_config({"storage": {"root": str(tmp_path / "data")}, "ray": {"processor_cpus": 64}})
     with pytest.raises(UserError, match=r"ray\.processor_cpus = 64 .*lower either, or add a node"):
         process(cfg, file_segments([videos]))
-    assert not list(frames_dir(Storage(cfg.storage.root)).rglob("*.parquet"))
+    assert not list(Storage(cfg.storage.root).table_dir("frames").rglob("*.parquet"))
 
 
 def test_silhouettes_from_a_person_video(tmp_path, ray_local):

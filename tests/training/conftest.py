@@ -8,7 +8,7 @@ import torch
 
 from stream2dataset.config import TrainingConfig, parse_config
 from stream2dataset.dataset.snapshots import create_snapshot
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 
 # A storage root made ahead by `make_training_root` (bench/gpu/prepare.py): a GPU node that has the
 # training stack but not the processing one (mediapipe, PyAV) runs the training tests on it.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, BinaryIO, Collection, Mapping
 
 from ...errors import StreamError
+from ._sequences import open_tracked
 
 if TYPE_CHECKING:
     from streamlink import Streamlink
@@ -53,8 +54,6 @@ def open_best(
     An HLS stream starts at media sequence `resume` when its playlist still has it, and its reader
     tells the media sequence of each byte (`_sequences.py`).
     """
-    from ._sequences import open_tracked
-
     from streamlink.exceptions import NoPluginError, StreamlinkError
     from streamlink.options import Options
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import BinaryIO, ClassVar
 
 from ... import sources
+from ._streamlink import new_session, open_best
 from .base import Adapter
 
 class HLSAdapter(Adapter):
@@ -14,7 +15,6 @@ class HLSAdapter(Adapter):
     match = staticmethod(sources.match_hls)
 
     def open_live(self, resume: int | None = None) -> BinaryIO | None:
-        from ._streamlink import new_session, open_best
 
         # The hls:// prefix makes streamlink use its HLS plugin whatever the URL looks like.
         url = self.channel.source

@@ -6,6 +6,7 @@ import os
 from typing import BinaryIO, ClassVar
 
 from ... import sources
+from ._streamlink import new_session, open_best
 from .base import Adapter
 
 class TwitchAdapter(Adapter):
@@ -15,7 +16,6 @@ class TwitchAdapter(Adapter):
     match = staticmethod(sources.match_twitch)
 
     def open_live(self, resume: int | None = None) -> BinaryIO | None:
-        from ._streamlink import new_session, open_best
 
         # Ads: streamlink 8.6.3 always drops ad segments (TwitchHLSStreamWriter.should_filter_segment
         # returns `segment.ad`; `--twitch-disable-ads` is a hidden no-op kept for old configs), so

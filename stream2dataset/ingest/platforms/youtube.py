@@ -7,6 +7,8 @@ from typing import BinaryIO, ClassVar, Iterator
 
 from ...errors import ConfigError
 from ... import sources
+from . import _ytdlp
+from ._streamlink import new_session, open_best
 from .base import Adapter, ThumbnailItem, VideoItem
 
 class YouTubeAdapter(Adapter):
@@ -28,17 +30,12 @@ class YouTubeAdapter(Adapter):
         return f"{sources.WWW}/{p.ident}/{'streams' if p.tab == 'streams' else 'videos'}"
 
     def open_live(self, resume: int | None = None) -> BinaryIO | None:
-        from ._streamlink import new_session, open_best
 
         return open_best(new_session(self.settings), self._url(live=True), self.settings.quality, resume=resume)
 
     def fetch_videos(self, staging: Path, archive: set[str]) -> Iterator[VideoItem]:
-        from . import _ytdlp
-
         return _ytdlp.fetch_videos(self._url(live=False), staging, archive, self.settings.video_format)
 
     def fetch_thumbnails(self, seen: set[str]) -> Iterator[ThumbnailItem]:
-        from . import _ytdlp
-
         return _ytdlp.fetch_thumbnails(self._url(live=False), seen)
 

@@ -1,4 +1,6 @@
-"""The storage root's layout and atomic writes (DESIGN.md, "Storage root").
+"""The storage root's layout: every path under it, local or in an object store, and atomic writes
+(DESIGN.md, "Storage root"). Every stage asks `Storage` (or the keys below) for its paths; no other
+module spells a folder of the root.
 
 Every file a reader can see is complete: writers fill a hidden temp file in the same folder and
 rename it into place, and completion markers are written last.
@@ -22,6 +24,35 @@ from .names import CHANNEL_NAME
 from .remote import Remote
 
 PART_SUFFIX = ".part"
+
+# The folders of the root, as keys relative to it (an object store's keys are the same).
+RAW = "raw"                                  # raw/<platform>/<channel>/<YYYY-MM-DD>/<start>.ts
+MANIFESTS = "manifests"
+MANIFEST = f"{MANIFESTS}/segments"           # one Parquet row file per committed segment
+ARCHIVES = f"{MANIFESTS}/archives"           # yt-dlp download archives, one per channel
+COMMITTED = f"{MANIFESTS}/committed"         # what each recorder committed (keyframes, sequences)
+DATASET = "dataset"
+TABLES = {t: f"{DATASET}/{t}" for t in ("frames", "clips", "drops", "dups")}  # committed shards
+STAGING = f"{DATASET}/_staging"              # rows of windows staged before their segment commits
+COMMITS = f"{DATASET}/_commits"              # commit intents: a killed commit is finished from them
+DONE = f"{DATASET}/_done"                    # completion markers, one per processed segment
+THUMBNAILS = f"{DATASET}/thumbnails"
+SNAPSHOTS = "snapshots"                      # <name>.json (+ the dedup links each pins)
+RUNS = "runs"                                # training runs: checkpoints, samples, metrics
+QUARANTINE = "quarantine"                    # undecodable input, with the reason
+CONFIGS = "configs"                          # <hash>.yaml, the config every output names
+CATALOG = "catalog.duckdb"                   # the node's own views
+LOCAL_ONLY = (CATALOG, ".cache")             # what never travels to an object store (remote.py)
+
+# The Parquet files of each table the catalog reads (hive folders channel=/date= are not columns).
+# Fixed depths, not `**`; hidden temp files end in .tmp and never match.
+GLOBS = {**{t: f"{TABLES[t]}/*/*/*.parquet" for t in ("frames", "clips", "drops")},
+         "dups": f"{TABLES['dups']}/*.parquet", "segments": f"{MANIFEST}/*/*.parquet"}
+# What a reader (SQL, stats, previews) needs in its working copy of an object-store root.
+READ_SET = (MANIFEST, *TABLES.values(), SNAPSHOTS)
+# Folders no export or rendered file may be written into.
+DATA_FOLDERS = (DATASET, SNAPSHOTS, MANIFESTS, RAW, QUARANTINE)
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: there is no way to read the umask without setting it
 _ID_PART = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -55,7 +86,7 @@ class Storage:
             text = text.replace("{node}", node_id()[:12] or "local")
         self.root = Path(text).expanduser().resolve()
         self.uri = uri
-        self.remote = Remote(uri, self.root) if uri else None
+        self.remote = Remote(uri, self.root, LOCAL_ONLY) if uri else None
         if self.remote:
             _REMOTES[self.root] = self.remote
 
@@ -99,8 +130,7 @@ class Storage:
     def pull_dataset(self) -> Path:
         """Bring the working copy's dataset, manifest and snapshots up to date for reading
         (SQL, stats, previews); returns the local root."""
-        self.pull("manifests/segments", "dataset/frames", "dataset/clips", "dataset/drops", "dataset/dups",
-                  "snapshots", mirror=True)
+        self.pull(*READ_SET, mirror=True)
         return self.root
 
     def exists(self, path: Path) -> bool:
@@ -117,7 +147,7 @@ class Storage:
     def channel_dir(self, platform: str, channel: str) -> Path:
         if not CHANNEL_NAME.match(channel):
             raise ValueError(f"channel name {channel!r} is not folder-safe")
-        return self.root / "raw" / _checked(platform, "platform") / channel
+        return self.root / RAW / _checked(platform, "platform") / channel
 
     def segment_path(self, platform: str, channel: str, start: datetime, key: str | None = None,
                      ext: str = ".ts") -> Path:
@@ -131,34 +161,84 @@ class Storage:
     def segment_id(platform: str, channel: str, key: str) -> str:
         return f"{platform}.{channel}.{_checked(key, 'segment key')}"
 
-    def staging_dir(self, platform: str, channel: str) -> Path:
-        """Where adapters download unfinished files; never read as data."""
+    def downloads_dir(self, platform: str, channel: str) -> Path:
+        """Where adapters download unfinished files (videos mode); never read as data."""
         return self.channel_dir(platform, channel) / "_staging"
 
-    # manifests, markers, configs -------------------------------------------------------
+    # manifests ------------------------------------------------------------------------------
     @property
     def segments_manifest(self) -> Path:
-        return self.root / "manifests" / "segments"
+        return self.root / MANIFEST
 
     def archive_path(self, channel: str) -> Path:
         """yt-dlp's download archive for one channel (ids already fetched)."""
-        return self.root / "manifests" / "archives" / f"{channel}.txt"
+        return self.root / ARCHIVES / f"{channel}.txt"
+
+    def committed_path(self, channel: str) -> Path:
+        """What one channel's recorder committed (ingest/memory.py)."""
+        if not CHANNEL_NAME.match(channel):
+            raise ValueError(f"channel name {channel!r} is not folder-safe")
+        return self.root / COMMITTED / f"{channel}.json"
+
+    # the dataset ----------------------------------------------------------------------------
+    def table_dir(self, table: str) -> Path:
+        """dataset/<frames|clips|drops|dups>: a table's committed shards."""
+        return self.root / TABLES[table]
+
+    def shard_dir(self, table: str, channel: str, day: str) -> Path:
+        """A table's partition folder: dataset/<table>/channel=<c>/date=<YYYY-MM-DD>."""
+        return self.table_dir(table) / f"channel={channel}" / f"date={day}"
+
+    @property
+    def dups_links(self) -> Path:
+        """The dedup pass's links (one file, rewritten whole)."""
+        return self.table_dir("dups") / "links-0000.parquet"
+
+    def stage_dir(self, segment_id: str) -> Path:
+        """Where processing stages one segment's window rows until the segment commits."""
+        return self.root / STAGING / _checked(segment_id, "segment id")
+
+    @property
+    def stage_trash(self) -> Path:
+        """Committed staging folders, renamed here and deleted in the background."""
+        return self.root / STAGING / ".trash"
+
+    @property
+    def commits_dir(self) -> Path:
+        return self.root / COMMITS
+
+    @property
+    def done_dir(self) -> Path:
+        return self.root / DONE
 
     def done_marker(self, segment_id: str) -> Path:
-        return self.root / "dataset" / "_done" / _checked(segment_id, "segment id")
+        return self.done_dir / _checked(segment_id, "segment id")
 
     @property
     def thumbnails_dir(self) -> Path:
-        return self.root / "dataset" / "thumbnails"
+        return self.root / THUMBNAILS
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.root / CATALOG
+
+    # snapshots, runs, quarantine, configs ----------------------------------------------------
+    @property
+    def snapshots_dir(self) -> Path:
+        return self.root / SNAPSHOTS
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / RUNS
 
     @property
     def quarantine_dir(self) -> Path:
-        return self.root / "quarantine"
+        return self.root / QUARANTINE
 
     def save_config(self, cfg: Config) -> str:
         """Write the resolved config as configs/<hash>.yaml (once) and return its hash."""
         h = cfg.hash
-        path = self.root / "configs" / f"{h}.yaml"
+        path = self.root / CONFIGS / f"{h}.yaml"
         if not path.exists():
             atomic_write_bytes(path, dump_config(cfg).encode())
         return h
