@@ -156,8 +156,9 @@ class WindowProcessor:
             clock = now
 
         frames, error = [], ""
+        source = self._local_file(win)  # the frame pass and the clip pass read this node's copy
         try:
-            frames.extend(sample_frames(self._local_file(win), self.cfg.sample_fps, self.cfg.keyframes_only,
+            frames.extend(sample_frames(source, self.cfg.sample_fps, self.cfg.keyframes_only,
                                         self.cfg.max_side, float(win["start_s"]), float(win["end_s"]),
                                         self.cfg.decode_threads))
         except CorruptMedia as err:  # keep the good frames; the pipeline quarantines the file
@@ -181,7 +182,7 @@ class WindowProcessor:
         lap("encode")
         stage_rows(self.storage, "frames", win["segment_id"], wid, rows, float(win["start_ts"]))
         lap("write")
-        clips = self._clips(win, wid, cam, drops) if self.cfg.clips.enabled and frames else 0
+        clips = self._clips(win, source, wid, cam, drops) if self.cfg.clips.enabled and frames else 0
         lap("clips")
         start = datetime.fromtimestamp(float(win["start_ts"]), timezone.utc)
         stage_rows(self.storage, "drops", win["segment_id"], wid, [
@@ -225,11 +226,12 @@ class WindowProcessor:
             return [[] for _ in images], NO_FACECAM
         return faces_and_facecam(self.detector, images, "facecam" in self.cfg.outputs, lap, self.cfg.min_face_score)
 
-    def _clips(self, win: dict, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
-        """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model."""
+    def _clips(self, win: dict, source: str, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
+        """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model,
+        decoded from `source`, the segment's file on this node (`_local_file`)."""
         c = self.cfg.clips
         try:
-            frames = list(sample_frames(win["path"], c.fps, False, self.cfg.max_side,
+            frames = list(sample_frames(source, c.fps, False, self.cfg.max_side,
                                         float(win["start_s"]), float(win["end_s"]), self.cfg.decode_threads))
         except CorruptMedia:
             return 0  # the frame pass has already recorded why; clips need unbroken runs anyway

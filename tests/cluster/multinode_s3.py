@@ -21,8 +21,10 @@ from stream2dataset.layout import TABLES, Storage
 from stream2dataset.media import sha256_file
 from stream2dataset.processing.pipeline import process
 
+# Clips too (min_motion 0: every run of 4 frames is one), cut from the node's own copy of a segment.
 PROCESSING = {"sample_fps": 4, "window_s": 2, "min_crop_px": 32, "dedup_distance": 0,
-              "transforms": [{"resize": {"size": 64, "mode": "pad"}}]}
+              "transforms": [{"resize": {"size": 64, "mode": "pad"}}],
+              "clips": {"enabled": True, "fps": 4, "length": 4, "min_motion": 0}}
 
 
 def row_ids(root: Path, table: str = "frames") -> list[str]:
@@ -71,6 +73,8 @@ def main(videos: str, work: str, bucket: str, out: str) -> None:
         Path(out).write_text(json.dumps({
             "reference_ids": row_ids(Path(work) / "local"), "nodes": report["nodes"], "windows": report["windows"],
             "s3_ids": row_ids(Storage.of(on_s3).pull_dataset()), "again": again["segments"], "copies": copies,
+            "reference_clips": row_ids(Path(work) / "local", "clips"),
+            "s3_clips": row_ids(Storage.of(on_s3).root, "clips"),
             "quarantined": len(list((Path(work) / "local").rglob("*.reason.json"))),
             "raw_left": [p.name for p in (Path(work) / "cache").rglob("*.ts")]}))
     finally:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stream2dataset.storage import Storage
+from stream2dataset.layout import Storage
 from stream2dataset.training.runs import load_state
 
 from ..ingest.test_recorder import assert_manifest_sound
@@ -120,6 +120,8 @@ def test_an_s3_root_is_all_two_nodes_share(footage, tmp_path, s3):
     assert r["windows"] == 16 and len(r["nodes"]) == 2, r["nodes"]  # both workers decoded from the bucket
     assert r["quarantined"] == 0 and len(r["reference_ids"]) >= 100
     assert r["s3_ids"] == r["reference_ids"]  # the same rows as a local root
+    # clips too: each worker cuts them from its own copy of the segment, not the driver's path
+    assert r["s3_clips"] == r["reference_clips"] and len(r["reference_clips"]) >= 16, len(r["s3_clips"])
     assert r["again"] == 0  # the markers are in the bucket: nothing is processed twice
     assert len(r["copies"]) == 3  # the head's and each worker's own working copy
     # Segments come down only as an actor's private copy, dropped after their last window (an actor
