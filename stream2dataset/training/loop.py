@@ -13,11 +13,17 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from ..cluster import node_id
 from ..config import TrainingConfig
+from ..dataset.preview import tile
+from ..layout import RUNS, Storage
+from .runs import MetricsLog
 from .tasks import TASKS
 
 
@@ -67,105 +73,150 @@ def mixed(batches: Iterator[dict], size: int, pool_batches: int = 4) -> Iterator
             yield {k: v[order[start:start + size]] for k, v in pool.items()}
 
 
+@dataclass
+class _Worker:
+    """One Ray Train worker's state between steps: its model, EMA copy, optimizer and logs."""
+
+    run: dict
+    cfg: TrainingConfig
+    task: Any
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    opt: torch.optim.Optimizer
+    rank: int
+    world: int
+    device: torch.device
+    fmt: torch.memory_format
+    log: MetricsLog | None = None
+    step: int = 0
+    epoch: int = 0
+    window_images: int = 0
+    window_wait: float = 0.0
+    window_start: float = field(default_factory=time.perf_counter)
+
+
 def train_loop(run: dict) -> None:
     """Ray Train's `train_loop_per_worker`; `run` holds only plain data (it is pickled to workers)."""
-    import ray
-    import ray.train
+    import ray.train  # deferred on purpose: Ray Train runs this on its workers, not at import
     import ray.train.torch
 
     cfg = TrainingConfig.model_validate(run["training"])
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    folder = Path(run["run_dir"])
     device = ray.train.torch.get_device()
     on_gpu = device.type == "cuda"
-    fmt = torch.channels_last if on_gpu and cfg.channels_last else torch.contiguous_format
-
     task = TASKS[run["kind"]](cfg, run["snapshot"]["channels"])
+    fmt = torch.channels_last if on_gpu and cfg.channels_last else torch.contiguous_format
     model = task.model.to(device, memory_format=fmt)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            state = torch.load(Path(d) / "state.pt", map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
-    # Seeded by step too: a resumed worker draws fresh noise, not the start's again.
-    torch.manual_seed((cfg.seed * 1_000_003 + rank) * 1_000_003 + step)
+    w = _Worker(run, cfg, task, model, copy.deepcopy(model).eval().requires_grad_(False),
+                torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay),
+                ctx.get_world_rank(), ctx.get_world_size(), device, fmt)
+    restored = _restore(w)
     ddp = ray.train.torch.prepare_model(model, move_to_device=False)
     net = torch.compile(ddp) if cfg.compile and on_gpu else ddp
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if on_gpu and cfg.precision == "bf16" else nullcontext())
-
-    # Which Ray node each rank runs on: shows a run spread over the cluster (and where a failure was).
-    nodes = [ray.get_runtime_context().get_node_id()]
-    if world > 1:
-        nodes = [None] * world
-        torch.distributed.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
-    log = None
-    if rank == 0:
-        from ..layout import Storage
-        from .runs import MetricsLog
-
-        if run["storage"]["uri"]:  # an object-store root: what rank 0 writes goes up (remote.py)
-            Storage(**run["storage"]).pull(f"runs/{folder.name}/metrics.csv")
-        log = MetricsLog(folder, step, task.loss_parts)
-        (folder / "samples").mkdir(exist_ok=True)
-        log.event("restored" if checkpoint else "started", step=step, workers=world, device=str(device), nodes=nodes)
+    nodes = _nodes(w.world)  # a collective: every rank takes part
+    if w.rank == 0:
+        w.log = _open_log(w, restored, nodes)
     shard = ray.train.get_dataset_shard("train")
     batch_size = run["batch_size"]
-    epoch, window_images, window_wait, window_start = 0, 0, 0.0, time.perf_counter()
-    while step < cfg.steps:
-        epoch += 1
+    while w.step < cfg.steps:
+        w.epoch += 1
         seen = 0
         waited = time.perf_counter()
         batches = shard.iter_torch_batches(batch_size=batch_size, drop_last=True, prefetch_batches=cfg.prefetch_batches,
                                            device=device)
         for batch in mixed(batches, batch_size):
-            window_wait += time.perf_counter() - waited
+            w.window_wait += time.perf_counter() - waited
             seen += 1
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with autocast:
-                loss, parts = task.loss(net, batch, fmt)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            update_ema(ema, model, ema_decay_at(step, cfg))
-            step += 1
-            window_images += task.images_in(batch) * world
-
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                loss_value = loss.detach().float()
-                if world > 1:  # the mean over workers, not rank 0's alone
-                    torch.distributed.all_reduce(loss_value)
-                if log:
-                    elapsed = time.perf_counter() - window_start
-                    log.write({"step": step, "epoch": epoch, "loss": loss_value.item() / world, "lr": lr_at(step - 1, cfg),
-                               "images_per_s": window_images / elapsed, "data_wait": window_wait / elapsed,
-                               "gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
-                               **{k: parts[k] for k in task.loss_parts if k in parts}})
-                window_images, window_wait, window_start = 0, 0.0, time.perf_counter()
-            if log and (step % cfg.sample_every == 0 or step == cfg.steps):
-                from ..dataset.preview import tile
-
-                images, columns = task.preview(ema, {k: v.detach() for k, v in batch.items()})
-                tile(images, folder / "samples" / f"step-{step:07d}.png", columns=columns, width=128, pad=2)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _checkpoint(run, cfg, step, model, ema, opt, rank)
-            if step >= cfg.steps:
+            loss, parts = _step(w, net, autocast, batch)
+            _log_sample_checkpoint(w, loss, parts, batch)
+            if w.step >= cfg.steps:
                 break
             waited = time.perf_counter()
         if not seen:
-            raise RuntimeError(f"epoch {epoch} gave this worker no batch of {batch_size}: the snapshot is too small "
-                               f"for {world} workers (use fewer workers or a smaller batch_size)")
-    if log:
-        log.close()
+            raise RuntimeError(f"epoch {w.epoch} gave this worker no batch of {batch_size}: the snapshot is too small "
+                               f"for {w.world} workers (use fewer workers or a smaller batch_size)")
+    if w.log:
+        w.log.close()
+
+
+def _restore(w: _Worker) -> bool:
+    """Load Ray Train's checkpoint into the model, EMA and optimizer, if it gave one, and seed the
+    worker's random numbers; True when the run was restored."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = torch.load(Path(d) / "state.pt", map_location=w.device, weights_only=False)
+        w.model.load_state_dict(state["model"])
+        w.ema.load_state_dict(state["ema"])
+        w.opt.load_state_dict(state["optimizer"])
+        w.step = state["step"]
+    # Seeded by step too: a resumed worker draws fresh noise, not the start's again.
+    torch.manual_seed((w.cfg.seed * 1_000_003 + w.rank) * 1_000_003 + w.step)
+    return bool(checkpoint)
+
+
+def _nodes(world: int) -> list[str]:
+    """Which Ray node each rank runs on: shows a run spread over the cluster (and where a failure was)."""
+    nodes = [node_id()]
+    if world > 1:
+        nodes = [None] * world
+        torch.distributed.all_gather_object(nodes, node_id())
+    return nodes
+
+
+def _open_log(w: _Worker, restored: bool, nodes: list[str]) -> MetricsLog:
+    """Rank 0's metrics log, opened with its first event (started or restored, and the nodes)."""
+    folder = Path(w.run["run_dir"])
+    if w.run["storage"]["uri"]:  # an object-store root: what rank 0 writes goes up (remote.py)
+        Storage(**w.run["storage"]).pull(f"{RUNS}/{folder.name}/metrics.csv")
+    log = MetricsLog(folder, w.step, w.task.loss_parts)
+    (folder / "samples").mkdir(exist_ok=True)
+    log.event("restored" if restored else "started", step=w.step, workers=w.world, device=str(w.device), nodes=nodes)
+    return log
+
+
+def _step(w: _Worker, net, autocast, batch: dict) -> tuple[torch.Tensor, dict]:
+    """One optimizer step on `batch` (learning rate, loss, clipping, EMA); returns the loss."""
+    cfg = w.cfg
+    for group in w.opt.param_groups:
+        group["lr"] = lr_at(w.step, cfg)
+    with autocast:
+        loss, parts = w.task.loss(net, batch, w.fmt)
+    w.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(w.model.parameters(), cfg.grad_clip)
+    w.opt.step()
+    update_ema(w.ema, w.model, ema_decay_at(w.step, cfg))
+    w.step += 1
+    w.window_images += w.task.images_in(batch) * w.world
+    return loss, parts
+
+
+def _log_sample_checkpoint(w: _Worker, loss: torch.Tensor, parts: dict, batch: dict) -> None:
+    """After a step: the metrics line every log_every, a sample grid every sample_every (rank 0), a
+    checkpoint every checkpoint_every (all ranks), and all three at the last step."""
+    cfg, step, last = w.cfg, w.step, w.step == w.cfg.steps
+    if step % cfg.log_every == 0 or last:
+        loss_value = loss.detach().float()
+        if w.world > 1:  # the mean over workers, not rank 0's alone
+            torch.distributed.all_reduce(loss_value)
+        if w.log:
+            elapsed = time.perf_counter() - w.window_start
+            on_gpu = w.device.type == "cuda"
+            w.log.write({"step": step, "epoch": w.epoch, "loss": loss_value.item() / w.world, "lr": lr_at(step - 1, cfg),
+                         "images_per_s": w.window_images / elapsed, "data_wait": w.window_wait / elapsed,
+                         "gpu_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else 0.0,
+                         **{k: parts[k] for k in w.task.loss_parts if k in parts}})
+        w.window_images, w.window_wait, w.window_start = 0, 0.0, time.perf_counter()
+    if w.log and (step % cfg.sample_every == 0 or last):
+        images, columns = w.task.preview(w.ema, {k: v.detach() for k, v in batch.items()})
+        tile(images, Path(w.run["run_dir"]) / "samples" / f"step-{step:07d}.png", columns=columns, width=128, pad=2)
+    if step % cfg.checkpoint_every == 0 or last:
+        _checkpoint(w.run, cfg, step, w.model, w.ema, w.opt, w.rank)
 
 
 def _checkpoint(run: dict, cfg: TrainingConfig, step: int, model, ema, opt, rank: int) -> None:
