@@ -108,6 +108,7 @@ def test_file_segments_skip_and_report_what_is_not_a_video_file(tmp_path):
     assert "folder.mp4" not in reasons and "notes.txt" not in reasons
 
 
+@pytest.mark.slow  # ~11 s on the 2-core machine
 def test_process_command_goes_on_past_bad_entries(tmp_path):
     write_config(tmp_path, [], processing={"outputs": ["face"], "sample_fps": 1, "min_crop_px": 32})
     videos = tmp_path / "clips"

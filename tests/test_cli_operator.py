@@ -75,6 +75,7 @@ RAY_NOISE = ("logging_progress.py", "streaming_executor.py", "RayDeprecationWarn
              "Started a local Ray instance", "ray_remote_args")
 
 
+@pytest.mark.slow  # ~22 s on the 2-core machine
 def test_process_is_quiet_without_verbose_and_shows_ray_logs_with_it(tmp_path):
     from stream2dataset.demo.footage import carphone_path
 
@@ -131,6 +132,7 @@ def service(tmp_path, ray_local):
 
 @pytest.mark.parametrize("sig, code, line", [(signal.SIGTERM, 143, "terminated"),
                                              (signal.SIGINT, 130, "interrupted")])
+@pytest.mark.slow  # ~13 s on the 2-core machine
 def test_a_signal_ends_status_watch_without_a_stack_trace(service, sig, code, line):
     cfg, address, env = service
     proc = s2d("status", "--watch", "0.5", "-c", str(cfg), "--address", address, env=env)

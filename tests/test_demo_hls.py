@@ -85,6 +85,7 @@ def test_footage_is_cached_vod_with_facecam_at_box(footage: Path) -> None:
     assert diff(-box.w, 0) > 60  # and the background outside the box is something else
 
 
+@pytest.mark.slow  # ~6 s on the 2-core machine
 def test_live_playlist_slides_loops_and_obeys_states(server: LiveHLSServer, footage: Path) -> None:
     url = server.add_stream("chan", footage)
     seg = url.replace("live.m3u8", "{}.ts")
@@ -119,6 +120,7 @@ def test_live_playlist_slides_loops_and_obeys_states(server: LiveHLSServer, foot
     assert stats.playlist_requests == 7 and stats.served == {4, 8}
 
 
+@pytest.mark.slow  # ~8 s on the 2-core machine
 def test_streamlink_records_live_stream(server: LiveHLSServer, footage: Path) -> None:
     url = server.add_stream("chan", footage)
     streams = _session().streams("hls://" + url)
@@ -146,6 +148,7 @@ def test_streamlink_records_live_stream(server: LiveHLSServer, footage: Path) ->
         fd.close()
 
 
+@pytest.mark.slow  # ~6 s on the 2-core machine
 def test_streamlink_reader_ends_quietly_when_stream_goes_offline(
     server: LiveHLSServer, footage: Path
 ) -> None:

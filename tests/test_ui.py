@@ -264,6 +264,7 @@ def shots(tmp_path, request):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (./run test installs it)")
+@pytest.mark.slow  # ~6 s on the 2-core machine
 def test_every_page_in_headless_chromium(server, site, shots):
     import httpx
 

@@ -116,6 +116,7 @@ def run_commit(root: Path, markers_file: Path, kill_after: float | None = None) 
     return time.monotonic() - t0
 
 
+@pytest.mark.slow  # ~7 s on the 2-core machine
 def test_killed_commits_resume_to_exactly_the_undisturbed_rows(tmp_path):
     """SIGKILL the committing process at random moments, several times over, then resume."""
     template = tmp_path / "template"

@@ -4,6 +4,7 @@ import itertools
 import shutil
 import subprocess
 
+import pytest
 
 from stream2dataset.config import load_config
 from stream2dataset.dataset.manifest import read_segments
@@ -35,6 +36,7 @@ def assert_manifest_sound(storage):
     return rows
 
 
+@pytest.mark.slow  # ~6 s on the 2-core machine
 def test_records_fixed_length_segments_from_live_hls(tmp_path, hls, footage):
     url = hls.add_stream("cam", footage)
     rec, storage = recorder_for(tmp_path, url)

@@ -115,6 +115,7 @@ def test_frozen_playlist_is_stalled_not_recorded_again(tmp_path, origin):
     assert_nothing_lost_or_twice(origin, storage)
 
 
+@pytest.mark.slow  # ~9 s on the 2-core machine
 def test_corrupt_segments_then_an_encoder_restart_on_other_pids(tmp_path, origin, other_encoder):
     """Issue 13 item 2: corrupt segments, then a media sequence restarting from 0 with another
     encoder's PIDs and track count, killed the recorder for good (IndexError, state failed)."""
@@ -158,6 +159,7 @@ def test_truncated_segments_and_a_switch_to_other_pids(tmp_path, origin, other_e
     assert_nothing_lost_or_twice(origin, storage)
 
 
+@pytest.mark.slow  # ~7 s on the 2-core machine
 def test_a_restarted_recorder_does_not_record_again(tmp_path, origin):
     rec, storage = recorder_for(tmp_path, origin.url, **FAST)
     wait_for(lambda: rec.status()["recorded"] >= 2, 30, what="two segments")

@@ -31,6 +31,7 @@ def running(ray_local):
     service.down()
 
 
+@pytest.mark.slow  # ~7 s on the 2-core machine
 def test_killed_recorder_restarts_and_loses_nothing(tmp_path, hls, footage, ray_local, running):
     url = hls.add_stream("cam", footage)
     cfg_path = write_config(tmp_path, [{"source": url, "name": "cam"}], segment_seconds=3)
@@ -52,6 +53,7 @@ def test_killed_recorder_restarts_and_loses_nothing(tmp_path, hls, footage, ray_
     assert statuses.count("salvaged") + len(quarantined) == 1
 
 
+@pytest.mark.slow  # ~9 s on the 2-core machine
 def test_hot_reload_adds_and_removes_channels(tmp_path, hls, footage, ray_local, running):
     a, b = hls.add_stream("a", footage), hls.add_stream("b", footage)
     cfg_path = write_config(tmp_path, [{"source": a, "name": "cam-a"}])
@@ -117,6 +119,7 @@ def test_cli_up_status_down_on_a_local_ray(tmp_path, hls, footage):
     assert read_segments(Storage(tmp_path / "data")).num_rows >= 1
 
 
+@pytest.mark.slow  # ~9 s on the 2-core machine
 def test_cli_record_in_the_foreground(tmp_path, hls, footage):
     url = hls.add_stream("fg", footage)
     cfg_path = write_config(tmp_path, [{"source": url, "name": "fg"}])
@@ -131,6 +134,7 @@ def test_cli_record_in_the_foreground(tmp_path, hls, footage):
     assert len(rows) >= 2 and "recorded segments" in done.stdout
 
 
+@pytest.mark.slow  # ~5 s on the 2-core machine
 def test_up_processes_new_segments_and_applies_retention(tmp_path, hls, footage, ray_local, running):
     url = hls.add_stream("proc", footage)
     cfg_path = write_config(tmp_path, [{"source": url, "name": "proc"}],

@@ -7,6 +7,7 @@ import sys
 
 import av
 import numpy as np
+import pytest
 
 from stream2dataset.demo.footage import carphone_path
 
@@ -18,6 +19,7 @@ def run(*args, cwd):
                           timeout=300, env={**os.environ, "COLUMNS": "200", "S2D_STATE_DIR": str(cwd / "state")})
 
 
+@pytest.mark.slow  # ~12 s on the 2-core machine
 def test_process_command_on_a_folder(tmp_path):
     write_config(tmp_path, [], processing={"outputs": ["face"], "sample_fps": 2, "min_crop_px": 32})
     videos = tmp_path / "clips"

@@ -32,6 +32,7 @@ def _logged_since(before: dict[Path, int]) -> str:
     return "".join(text)
 
 
+@pytest.mark.slow  # ~24 s on the 2-core machine
 def test_a_snapshot_smaller_than_an_epoch_trains_without_prefetcher_errors(snapshot_root, cli):
     """The reported case: one CPU worker, batch 64, a snapshot of fewer rows. The rows are repeated
     to fill an epoch; repeating them as one block ref several times made every batch's prefetch

@@ -31,6 +31,7 @@ def diffusion_run(snapshot_root):
     return folder
 
 
+@pytest.mark.slow  # ~21 s on the 2-core machine
 def test_diffusion_loss_goes_down_on_two_workers(diffusion_run):
     rows = read_metrics(diffusion_run)
     assert [int(r["step"]) for r in rows] == list(range(2, 31, 2))
@@ -43,6 +44,7 @@ def test_diffusion_loss_goes_down_on_two_workers(diffusion_run):
     assert rows[0]["lr"] == pytest.approx(1e-3, rel=0.05) and rows[-1]["lr"] < 1e-5
 
 
+@pytest.mark.slow  # shares diffusion_run: ~22 s of Ray Train on the 2-core machine
 def test_run_folder_holds_checkpoints_config_tensorboard_and_samples(diffusion_run, snapshot_root):
     assert [s for s, _ in checkpoints(diffusion_run)] == [15, 30]
     state = load_state(diffusion_run)
@@ -61,6 +63,7 @@ def test_run_folder_holds_checkpoints_config_tensorboard_and_samples(diffusion_r
     assert torch.isfinite(state["model"][key]).all() and not torch.equal(state["model"][key], state["ema"][key])
 
 
+@pytest.mark.slow  # shares diffusion_run: ~22 s of Ray Train on the 2-core machine
 def test_an_existing_run_needs_resume_and_flags_are_validated(diffusion_run, snapshot_root):
     with pytest.raises(UserError, match="exists.*--resume"):
         train(snapshot_root, "diffusion", "train-v1", tiny(), run="diff")
@@ -120,6 +123,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(snapshot_root, ra
     assert load_state(folder)["step"] == 40
 
 
+@pytest.mark.slow  # shares diffusion_run: ~22 s of Ray Train on the 2-core machine
 def test_sample_diffusion_writes_a_grid_an_interpolation_and_the_memorisation_check(diffusion_run, snapshot_root, cli):
     (snapshot_root.root.parent / "stream2dataset.yaml").write_text(f"storage:\n  root: {snapshot_root.root}\n")
     out = snapshot_root.root.parent / "grid.png"
@@ -134,6 +138,7 @@ def test_sample_diffusion_writes_a_grid_an_interpolation_and_the_memorisation_ch
     assert (snapshot_root.root.parent / "grid-memorisation.png").exists()
 
 
+@pytest.mark.slow  # ~18 s on the 2-core machine
 def test_temporal_trains_and_samples_a_video_with_its_fluency(snapshot_root, cli):
     folder = train(snapshot_root, "temporal", "train-v1", tiny(steps=30, checkpoint_every=30, sample_every=30),
                    run="temp")
