@@ -109,8 +109,10 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint(snapshot_root, ra
         return snapshot.exists() and bool(json.loads(snapshot.read_text()).get("latest_checkpoint_result"))
 
     wait_for(registered, timeout=240, what="a registered checkpoint")
-    # Ray titles each actor's process `ray::<class>...`
-    workers = [p.pid for p in psutil.process_iter(["cmdline"]) if "ray::RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    # Ray titles each actor's process `ray::<class>...`; only this test's Ray (its raylet is our
+    # child) counts, not another run's on the same machine
+    workers = [p.pid for p in psutil.Process().children(recursive=True)
+               if "ray::RayTrainWorker" in " ".join(p.cmdline() or [])]
     assert len(workers) == 2
     os.kill(max(workers), signal.SIGKILL)
     thread.join(timeout=280)
