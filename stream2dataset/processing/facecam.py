@@ -64,6 +64,7 @@ STRONGER_AREA = 2.5      # more continuous, up to this many times its area
 SEED_CONFIDENCE = 0.8    # a rectangle the face's own search did not close must be surer
 LOOK_INTO = 3            # rectangles with no face in them that the window looks into for one
 MIN_OVERLAY = (140, 100)  # the smallest rectangle the face-free search calls an overlay
+GROW_STRONG = 0.9        # a closed rectangle this continuous around a closed one may be the webcam's
 STATIC_ACT = 0.25        # a band this still is static graphics (a UI panel; codec noise on it is ~0) ...
 ACTIVE_ACT = 0.8         # ... and a webcam's band this active (a camera's sensor noise alone moves it):
 #                          where one meets the other is a side even with no visible edge (a dark
@@ -249,8 +250,11 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
         return None
     # Lines that are edges (or where the motion stops) along the face's own span: the overlay's
     # borders must cross it.
-    col, col_exact = vx[fy0:fy1].mean(axis=0), exact_x[fy0:fy1].mean(axis=0)
-    row, row_exact = vy[:, fx0:fx1].mean(axis=1), exact_y[:, fx0:fx1].mean(axis=1)
+    # (where in a run of neighbouring lines the line is: judged over a span half a face longer
+    # each way, as a border runs on past the face and the picture's own lines beside it do not)
+    ey0, ey1, ex0, ex1 = max(0, fy0 - fh // 2), min(h, fy1 + fh // 2), max(0, fx0 - fw // 2), min(w, fx1 + fw // 2)
+    col, col_exact = vx[fy0:fy1].mean(axis=0), exact_x[ey0:ey1].mean(axis=0)
+    row, row_exact = vy[:, fx0:fx1].mean(axis=1), exact_y[:, ex0:ex1].mean(axis=1)
     if use_stops:  # the fallback when edges alone close nothing: sides where the motion stops count
         sl, sr, st, sb = c_stops
         col_l, col_r = stops[0][fy0:fy1].mean(axis=0), stops[1][fy0:fy1].mean(axis=0)
@@ -308,15 +312,35 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     rivals = ok & (area <= STRONGER_AREA * area[i, j, k, m]) \
         & ((x0 > 0) | (L[i] == 0)) & ((x1 < w) | (R[j] == w)) & ((y0 > 0) | (T[k] == 0)) & ((y1 < h) | (B[m] == h))
     bar = weakest_all[rivals].max() - STRONGER_BY
+
+    def corners(a: int, b: int, c: int, d: int) -> tuple[int, int, int, int]:
+        return int(L[a]), int(T[c]), int(R[b]), int(B[d])
     if weakest_all[i, j, k, m] < bar and act is not None:
         a2 = np.where(rivals & (weakest_all >= bar), area, np.iinfo(np.int64).max)
         i2, j2, k2, m2 = np.unravel_index(int(np.argmin(a2)), ok.shape)
         # ... when the ring it adds is the webcam's own content (as active as the inside), not a
         # thick border's flat colour (whose inner line may be the weaker one)
-        inner = (int(L[i]), int(T[k]), int(R[j]), int(B[m]))
-        outer = (int(L[i2]), int(T[k2]), int(R[j2]), int(B[m2]))
-        if _same_activity(act, inner, outer):
+        if _same_activity(act, corners(i, j, k, m), corners(i2, j2, k2, m2)):
             i, j, k, m = i2, j2, k2, m2
+    if act is not None:
+        # A strong rectangle around a strong one, the ring between them as active as the inside:
+        # one webcam picture with a steady line of its own (a still half beside a second person,
+        # a photo's frame); moved out ring by ring, the smallest first.
+        first = corners(i, j, k, m)
+        for _ in range(3):
+            bigger = rivals & (weakest_all >= max(GROW_STRONG, weakest_all[i, j, k, m] - STRONGER_BY)) \
+                & (area > area[i, j, k, m])
+            inner = corners(i, j, k, m)
+            for flat in np.argsort(np.where(bigger, area, np.iinfo(np.int64).max), axis=None)[:32]:
+                if not bigger.flat[flat]:
+                    break
+                i2, j2, k2, m2 = np.unravel_index(int(flat), ok.shape)
+                outer = corners(i2, j2, k2, m2)
+                if _same_activity(act, inner, outer) and _same_activity(act, first, outer):
+                    i, j, k, m = i2, j2, k2, m2
+                    break
+            else:
+                break
     box = (int(L[i]), int(T[k]), int(R[j] - L[i]), int(B[m] - T[k]))
     weakest = float(weakest_all[i, j, k, m])
     if act is not None and grow:
