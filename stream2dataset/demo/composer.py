@@ -326,6 +326,15 @@ def heldout3(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
     return streams(n_overlay, n_webcam, HELDOUT3_SEED, split="heldout3")
 
 
+HELDOUT4_SEED = 4127  # stream seeds 4127000..4127511
+
+
+def heldout4(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
+    """The fifth round's held-out split (issue 14): the same generator from a new seed, run once
+    after round five, which tuned on every earlier split (heldout..heldout3 had all been seen)."""
+    return streams(n_overlay, n_webcam, HELDOUT4_SEED, split="heldout4")
+
+
 def all_streams() -> list[StreamSpec]:
-    """Every split: tune + heldout (`streams()`), heldout2 and heldout3."""
-    return streams() + heldout2() + heldout3()
+    """Every split: tune + heldout (`streams()`), heldout2, heldout3 and heldout4."""
+    return streams() + heldout2() + heldout3() + heldout4()
