@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.progress import Progress
 
 from .. import service
-from ..cluster import ray_env_defaults
+from ..cluster import quiet_ray_data, ray_env_defaults
 from ..config import load_config
 from ..dataset import read_clips
 from ..dataset.dedup_pass import dedup_dataset
@@ -82,6 +82,7 @@ def run_demo(workdir: Path, seconds: float, console: Console) -> None:
         console.print(f"serving it live at {url}; config: {config_path}")
 
         ray_env_defaults()
+        quiet_ray_data()  # as every job's Ray: Ray Data's INFO blocks only with -v
         with console.status("starting a local Ray..."):
             ray.init(namespace="stream2dataset-demo", include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
