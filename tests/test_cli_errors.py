@@ -22,6 +22,9 @@ from .conftest import write_config
     (["preview", "--n", "0"], "error: Invalid value for '--n'"),
     (["dedup", "--radius", "100"], "error: Invalid value for '--radius'"),
     (["-c", "x.yaml", "sql", "select 1"], "options go after the command, e.g. `stream2dataset sql -c ...`"),
+    (["-c", "x.yaml", "status"], "options go after the command, e.g. `stream2dataset status -c ...`"),
+    (["--verbos", "status"], "(Possible options: --verbose, --version); see `stream2dataset --help`"),
+    (["snapshot", "exprt", "faces"], "no sub-command 'exprt': did you mean 'export'?"),
     (["train", "cartoon"], "error: Invalid value for 'kind': 'cartoon' is not one of 'diffusion', 'temporal'"),
     (["record", "x", "--duration"], "error: Option '--duration' requires an argument"),
 ])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
+import click
 import typer
 from rich import box
 from rich.markup import escape
@@ -144,6 +146,10 @@ class SnapshotGroup(TyperGroup):
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            near = difflib.get_close_matches(args[0], list(self.commands), n=1, cutoff=0.75)
+            if near:  # `snapshot exprt NAME` is a typo, not a snapshot named "exprt"
+                raise click.UsageError(f"no sub-command {args[0]!r}: did you mean {near[0]!r}? (a snapshot "
+                                       f"of that name: `snapshot create {args[0]}`)", ctx)
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
 

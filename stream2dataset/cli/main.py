@@ -29,8 +29,11 @@ def usage_error_line(err: Exception) -> str:
     command = ctx.command_path if ctx else "stream2dataset"
     msg = " ".join(err.format_message().replace("Value error, ", "").split()).rstrip(".")
     option = getattr(err, "option_name", None)
-    if ctx is not None and ctx.parent is None and option:  # `stream2dataset -c x sql ...`
-        return f"{msg}: options go after the command, e.g. `stream2dataset sql {option} ...`"
+    if ctx is not None and ctx.parent is None and option and "Possible options" not in msg:
+        # `stream2dataset -c x status`: a command's option before the command (not a mistyped --verbose)
+        commands = getattr(ctx.command, "commands", {})
+        named = next((a for a in sys.argv[1:] if a in commands), "sql")
+        return f"{msg}: options go after the command, e.g. `stream2dataset {named} {option} ...`"
     return f"{msg}{' ' if msg.endswith('?') else '; '}see `{command} --help`"  # after "Did you mean ...?"
 
 
