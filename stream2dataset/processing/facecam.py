@@ -18,7 +18,9 @@ Candidate lines are the columns/rows around the face that are edges along most o
 (plus the frame's own borders); the facecam starts as the smallest rectangle around the face whose
 four sides are continuous edges (a rounded corner's arc not counted when nothing else closes),
 and a side moves out to a further closing line when the activity steps across that line and not
-across the nearer one (a near-still webcam picture's own lines). Rectangles are also searched
+across the nearer one (a near-still webcam picture's own lines), and the whole rectangle moves out
+to a closed one around it when the ring between them is as active as the inside (one webcam of
+two people, the still one's picture closing a box around the other). Rectangles are also searched
 without a face, from seeds on a grid: an overlay whose face the detector missed still has its
 borders (the window then looks for the face inside it). It is scored (`confidence`), and the
 window's layout is `overlay`, `full_frame` (an all-webcam stream, positively recognised: no
@@ -330,6 +332,8 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
         for _ in range(3):
             bigger = rivals & (weakest_all >= max(GROW_STRONG, weakest_all[i, j, k, m] - STRONGER_BY)) \
                 & (area > area[i, j, k, m])
+            if not bigger.any():
+                break
             inner = corners(i, j, k, m)
             for flat in np.argsort(np.where(bigger, area, np.iinfo(np.int64).max), axis=None)[:32]:
                 if not bigger.flat[flat]:
