@@ -26,6 +26,7 @@ from .errors import UserError, raise_terminated
 
 log = logging.getLogger(__name__)
 
+DASHBOARD_PORT = 8265  # Ray's usual one
 LOCAL_STATE = Path(os.environ.get("S2D_STATE_DIR", Path.home() / ".cache" / "stream2dataset")) / "local-ray.json"
 
 
@@ -127,22 +128,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_local_head() -> dict:
-    """`ray start --head --block` in a process group of its own, so `down` stops it and only it."""
-    port = _free_port()
+def _start_local_head(dashboard: bool = False) -> dict:
+    """`ray start --head --block` in a process group of its own, so `down` stops it and only it.
+    Its metrics (the service's `s2d_*` ones included) are served for Prometheus on a port of their
+    own; the dashboard (and its modules: ~0.5 s more start-up, a few processes) only when asked."""
+    port, metrics_port = _free_port(), _free_port()
     LOCAL_STATE.parent.mkdir(parents=True, exist_ok=True)
     log_file = open(LOCAL_STATE.with_suffix(".log"), "w")
+    dash = ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={DASHBOARD_PORT}"] \
+        if dashboard else ["--include-dashboard=false"]
     proc = subprocess.Popen(
         [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
-         "--disable-usage-stats", "--include-dashboard=false", f"--temp-dir={os.environ['RAY_TMPDIR']}"],
+         "--disable-usage-stats", *dash, f"--metrics-export-port={metrics_port}",
+         f"--temp-dir={os.environ['RAY_TMPDIR']}"],
         stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-    state = {"pgid": proc.pid, "address": f"127.0.0.1:{port}"}
+    state = {"pgid": proc.pid, "address": f"127.0.0.1:{port}",
+             "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
+             "dashboard": f"http://127.0.0.1:{DASHBOARD_PORT}" if dashboard else ""}
     LOCAL_STATE.write_text(json.dumps(state))
     return state
 
 
-def connect(address: str | None, namespace: str, start_local: bool = True) -> None:
-    """ray.init against `address`, or the local cluster (started if needed and allowed)."""
+def local_endpoints() -> dict:
+    """The local Ray's Prometheus metrics URL and dashboard URL ("" when it has none), if it runs."""
+    if not LOCAL_STATE.exists():
+        return {}
+    state = json.loads(LOCAL_STATE.read_text())
+    return {"metrics": state.get("metrics", ""), "dashboard": state.get("dashboard", "")}
+
+
+def connect(address: str | None, namespace: str, start_local: bool = True, dashboard: bool = False) -> None:
+    """ray.init against `address`, or the local cluster (started if needed and allowed, with the
+    Ray dashboard if `dashboard`)."""
     import ray
 
     ray_env_defaults()
@@ -158,7 +175,7 @@ def connect(address: str | None, namespace: str, start_local: bool = True) -> No
         state = json.loads(LOCAL_STATE.read_text())
     elif start_local:
         log.info("starting a local Ray head node")
-        state = _start_local_head()
+        state = _start_local_head(dashboard)
     else:
         raise UserError("no local stream2dataset Ray is running; start the service with `stream2dataset up`")
     deadline = time.monotonic() + 60
@@ -211,5 +228,5 @@ def connect_for_job(address: str | None, namespace: str) -> None:
     quiet_ray_data()
     if address or LOCAL_STATE.exists():
         connect(address, namespace, start_local=False)
-    else:
-        _init(namespace=namespace)
+    else:  # lean: no dashboard and its modules, which cost seconds of start-up and CPU for a short job
+        _init(namespace=namespace, include_dashboard=False)

@@ -51,15 +51,25 @@ def check(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
 @app.command()
 def up(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
        ui: Annotated[bool, typer.Option("--ui", help="then serve the web dashboard on 127.0.0.1:8765 until Ctrl-C "
-                                                  "(the service keeps recording)")] = False) -> None:
+                                                  "(the service keeps recording)")] = False,
+       dashboard: Annotated[bool, typer.Option("--dashboard", help="start the local Ray with Ray's own dashboard "
+                                                                "(127.0.0.1:8265)")] = False) -> None:
     """Start the recorders as detached Ray actors (or apply config edits to a running service)."""
     from .. import service
 
     cfg = load_config(config)
-    cluster.connect(address or cfg.ray.address, cfg.ray.namespace)
+    cluster.connect(address or cfg.ray.address, cfg.ray.namespace, dashboard=dashboard)
     show(status_table(service.up(config)))
     console.print("recording; `stream2dataset status` to watch, `stream2dataset down` to stop. "
                   "Edits to the config file apply by themselves.")
+    ends = {} if address or cfg.ray.address else cluster.local_endpoints()
+    if ends.get("metrics"):
+        console.print(f"metrics for Prometheus: {ends['metrics']} (s2d_* series)")
+    if dashboard and ends and not ends.get("dashboard"):
+        console.print("[yellow]the local Ray was started without its dashboard: `stream2dataset down`, then "
+                      "`stream2dataset up --dashboard`[/yellow]")
+    elif ends.get("dashboard"):
+        console.print(f"Ray dashboard: {ends['dashboard']}")
     if ui:
         serve_dashboard(cfg, "127.0.0.1", 8765, service.status)
 
@@ -79,7 +89,8 @@ def status(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = 
     cluster.connect(address or ray_address, namespace, start_local=False)
     if fmt is OutputFormat.json:
         while True:  # with --watch: one JSON document per line, every N seconds
-            print(json.dumps(service.status(), default=str, indent=None if watch else 1), flush=True)
+            st = {**service.status(), "endpoints": {} if address or ray_address else cluster.local_endpoints()}
+            print(json.dumps(st, default=str, indent=None if watch else 1), flush=True)
             if not watch:
                 return
             time.sleep(watch)

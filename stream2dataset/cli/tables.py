@@ -88,7 +88,9 @@ def status_table(st: dict) -> Table:
     notes = []
     if proc := st.get("processing"):
         notes.append(f"processing: {proc['state']}"
+                     + (f" · {proc['actors']} actors" if proc.get("actors") else "")
                      + (f" · backlog {proc['backlog']} segments" if proc.get("backlog") is not None else "")
+                     + (f" · commit→queryable p95 {proc['latency_p95_s']:g} s" if proc.get("latency_p95_s") else "")
                      + (f" · last run {proc['last']}" if proc.get("last") else "")
                      + (f" · [red]{proc['error']}[/red]" if proc.get("error") else ""))
     if st.get("config_error"):

@@ -72,6 +72,18 @@ def read_segments(storage: Storage, channel: str | None = None) -> pa.Table:
     return table.sort_by([("channel", "ascending"), ("start", "ascending")])
 
 
+def read_segment_files(paths: list[Path]) -> list[dict]:
+    """The rows of these manifest files (the service reads only the files it has not seen)."""
+    if not paths:
+        return []
+    import pyarrow.dataset as pads
+
+    try:
+        return pads.dataset([str(p) for p in paths], schema=SEGMENT_SCHEMA, format="parquet").to_table().to_pylist()
+    except FileNotFoundError:  # one went meanwhile (compacted into another file, which is read then)
+        return [row for p in paths if p.exists() for row in read_segment_files([p])]
+
+
 def segment_row(*, segment_id: str, channel: str, platform: str, source: str, path: Path, storage: Storage,
                 start: datetime, end: datetime, info, nbytes: int, sha256: str, status: str,
                 config_hash: str, source_id: str | None = None, title: str | None = None) -> dict:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 
+from .. import metrics
 from ..config import Config
 from ..dataset import manifest, read_frame_column, thumbnail_row, write_frames
 from ..errors import CorruptMedia, StreamError
@@ -120,6 +121,8 @@ class ChannelRecorder:
                 self._state.update(state=state, since=_now(), detail=detail)
             if error is not None:
                 self._state["last_error"] = error
+        if error:
+            metrics.record("s2d_recorder_errors", 1, channel=self.channel.name)
         log.info("%s: %s %s", self.channel.name, state, detail or error or "")
 
     def _sleep(self, seconds: float) -> bool:
@@ -235,6 +238,8 @@ class ChannelRecorder:
         self._totals["segments"] += 1
         self._totals["bytes"] += row["bytes"]
         self._recorded += 1
+        metrics.record("s2d_segments_recorded", 1, channel=self.channel.name)
+        metrics.record("s2d_bytes_recorded", row["bytes"], channel=self.channel.name)
 
     @staticmethod
     def _marks_of(path: Path) -> list[Mark]:
@@ -252,6 +257,7 @@ class ChannelRecorder:
         dest = self.storage.quarantine(path, reason)
         with self._lock:
             self._state["last_error"] = f"quarantined {dest.name}: {reason}"
+        metrics.record("s2d_recorder_errors", 1, channel=self.channel.name)
 
     def _manifest_totals(self) -> dict:
         """What this channel has stored so far (thumbnails count as its items in that mode)."""

@@ -95,11 +95,12 @@ def process(config: Config, segments: list[dict], concurrency: int | None = None
             fn_constructor_kwargs={"processing": config.processing, "storage": config.storage,
                                    "config_hash": config_hash})
         summaries = ds.take_all()
-    return _finish(storage, config.dataset, segments, windows, summaries, failed)
+    return commit_processed(storage, config.dataset, segments, windows, summaries, failed)
 
 
-def _finish(storage: Storage, dataset: DatasetConfig, segments: list[dict], windows: list[dict],
-            summaries: list[dict], failed: dict[str, str]) -> dict:
+def commit_processed(storage: Storage, dataset: DatasetConfig, segments: list[dict], windows: list[dict],
+                     summaries: list[dict], failed: dict[str, str]) -> dict:
+    """Commit these segments' staged rows (quarantining the broken ones) and report on their windows."""
     by_id = {s["window_id"]: s for s in summaries}
     report = {"segments": len(segments), "windows": len(windows), "frames": 0, "kept": 0, "duplicates": 0,
               "drops": Counter(), "seconds": Counter(), "quarantined": [], "facecams": Counter(), "nodes": Counter()}

@@ -1,7 +1,8 @@
 """The recording service: a supervisor actor that keeps one recorder actor per channel.
 
 All actors are named and detached in the config's Ray namespace, so `up`, `status` and `down` are
-separate commands that find them again. The supervisor re-reads the config file when it changes:
+separate commands that find them again. The supervisor also runs the processing pool (`pool.py`):
+segments are processed as they are committed, by actors that live as long as the supervisor. The supervisor re-reads the config file when it changes:
 added channels start, removed ones finish their segment and stop, changed ones restart, the rest
 are left alone. Ray restarts a dead recorder, which then recovers its unfinished segment.
 """
@@ -18,13 +19,9 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..config import Config, channel_fingerprint, load_config
-from ..dataset.dedup_pass import dedup_dataset
 from ..errors import ConfigError, UserError
 from ..ingest.recorder import ChannelRecorder
-from ..dataset.manifest import pending_segments
-from ..processing.pipeline import process
-from ..layout import Storage
-from .retention import prune_raw
+from .pool import ProcessingPool, same_processing
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +29,7 @@ SUPERVISOR = "supervisor"
 RECORDER_PREFIX = "recorder-"
 RELOAD_INTERVAL_S = 2.0
 STOP_TIMEOUT_S = 60.0
+POOL_TICK_S = 0.2
 
 
 class RecorderActor(ChannelRecorder):
@@ -66,12 +64,13 @@ class Supervisor:
         self.fingerprints: dict[str, str] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._processor: threading.Thread | None = None
-        self._last_process = 0.0
+        self.pool: ProcessingPool | None = None
         self.processing = {"state": "idle", "since": time.time(), "last": "", "error": ""}
         self._adopt_running()
         self.reconcile()
         threading.Thread(target=self._watch, daemon=True).start()
+        self._pool_thread = threading.Thread(target=self._run_pool, daemon=True)
+        self._pool_thread.start()
 
     def _adopt_running(self) -> None:
         """After a supervisor restart, take the recorders that kept running back under control."""
@@ -85,51 +84,36 @@ class Supervisor:
                 self.recorders[st["channel"]] = handle
                 self.fingerprints[st["channel"]] = st["fingerprint"]
 
-    def _process_pending(self, cfg: Config) -> None:
-        """One processing job over the committed segments not yet processed (runs in a thread)."""
-        try:
-            segments = pending_segments(Storage.of(cfg))
-            self.processing["backlog"] = len(segments)  # segments waiting: shows whether processing keeps up
-            last = ""
-            if segments:
-                self.processing.update(state="running", since=time.time(), segments=len(segments))
-                report = process(cfg, segments)
-                last = f"{report['segments']} segments, {report['kept']} crops kept"
-                if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: relink near-duplicates
-                    self.processing.update(state="dedup", since=time.time())
-                    links = dedup_dataset(Storage.of(cfg), cfg.dataset.dedup_radius)
-                    last += f", {links['linked']} cross-segment duplicates"
-            if cfg.retention.raw_keep_hours is not None:  # raw files may go once processed
-                removed = prune_raw(Storage.of(cfg), cfg.retention.raw_keep_hours)
-                if removed:
-                    log.info("retention: deleted %d processed raw segments", len(removed))
-            if last:  # published once the whole round (retention included) is done
-                self.processing.update(last=last, error="")
-        except Exception as err:  # noqa: BLE001 - shown in status; the next round retries
-            log.exception("processing failed")
-            self.processing["error"] = f"{type(err).__name__}: {err}"
-        finally:
+    def _run_pool(self) -> None:
+        """The processing pool's loop (a thread): windows flow to the actors while the service runs."""
+        while not self._stop.is_set():
+            cfg = self.config
             try:
-                self.processing["backlog"] = len(pending_segments(Storage.of(cfg)))
-            except Exception:  # noqa: BLE001 - a count for status only
-                pass
-            self.processing.update(state="idle", since=time.time())
+                if cfg is None or not cfg.processing.auto:
+                    self._close_pool()
+                elif self.pool is None or not same_processing(self.pool.config, cfg):
+                    self._close_pool()  # a processing edit: new actors with the new settings
+                    self.pool = ProcessingPool(cfg)
+                if self.pool is not None:
+                    self.pool.step()
+                    self.processing = self.pool.status()
+            except Exception as err:  # noqa: BLE001 - keep the loop; the error is in status
+                log.exception("processing pool")
+                self.processing["error"] = f"{type(err).__name__}: {err}"
+                self._stop.wait(2.0)
+            self._stop.wait(POOL_TICK_S)
 
-    def _maybe_process(self) -> None:
-        cfg = self.config
-        busy = self._processor is not None and self._processor.is_alive()
-        if cfg is None or not cfg.processing.auto or busy or self._stop.is_set():
-            return
-        if time.monotonic() - self._last_process >= cfg.processing.interval_s:
-            self._last_process = time.monotonic()
-            self._processor = threading.Thread(target=self._process_pending, args=(cfg,), daemon=True)
-            self._processor.start()
+    def _close_pool(self, drain_s: float = 0.0) -> None:
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            if drain_s:
+                pool.drain(drain_s)
+            pool.shutdown()
 
     def _watch(self) -> None:
         while not self._stop.wait(RELOAD_INTERVAL_S):
             try:
                 self.reconcile()
-                self._maybe_process()
             except Exception:  # noqa: BLE001 - keep watching; the error is in status
                 log.exception("reconcile failed")
 
@@ -206,8 +190,11 @@ class Supervisor:
     def shutdown(self) -> list[dict]:
         """Stop every recorder (each finishes its open segment) and the watcher."""
         self._stop.set()
+        self._pool_thread.join(timeout=POOL_TICK_S * 10)
         with self._lock:
-            return self._stop_recorders(sorted(self.recorders))
+            finals = self._stop_recorders(sorted(self.recorders))
+        self._close_pool(drain_s=STOP_TIMEOUT_S / 2)  # windows in hand are finished and committed
+        return finals
 
 
 # ---------------------------------------------------------------------- commands
