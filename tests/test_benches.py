@@ -27,6 +27,7 @@ SMALLEST = {
     "object_store.py": ["--videos", "1", "--seconds", "2"],
     "train_throughput.py": ["--steps", "2", "--warmup", "1", "--batch", "2", "--rows", "16", "--cpu-small",
                             "--root", "{tmp}/train"],
+    "foreground.py": ["--files", "2", "--seconds", "4", "--height", "360"],
     "load.py": ["--streams", "1", "--seconds", "20", "--baseline-seconds", "0", "--out", "{tmp}/load"],
 }
 

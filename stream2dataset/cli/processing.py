@@ -19,10 +19,14 @@ from .tables import report_table, show
 
 @app.command()
 def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos or folders; none: pending segments")] = None,
-            config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None) -> None:
+            config: ConfigOpt = Path(DEFAULT_CONFIG_NAME), address: AddressOpt = None,
+            inline: Annotated[Optional[bool], typer.Option(
+                "--inline/--ray", help="run in this process, or on Ray; unset: in this process for a job of "
+                                       "up to 16 windows when no Ray is running (Ray's start-up would cost more)")] = None
+            ) -> None:
     """Turn videos into dataset rows: recorded segments not yet processed, or local files/folders."""
     from ..dataset.manifest import pending_segments
-    from ..processing.pipeline import file_segments
+    from ..processing.pipeline import INLINE_MAX_WINDOWS, file_segments, plan_windows, process_inline
     from ..processing.pipeline import process as run_pipeline
     from ..layout import Storage
 
@@ -31,8 +35,16 @@ def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos o
     segments = file_segments(paths, skipped) if paths else pending_segments(Storage.of(cfg))
     for path, why in skipped:
         console.print(f"[yellow]skipped[/yellow] {escape(path)}: {escape(why)}")
-    cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
-    table = report_table(run_pipeline(cfg, segments), f"processed into {Storage.of(cfg).where}/dataset")
+    if inline is None:
+        no_ray = not (address or cfg.ray.address or cluster.local_endpoints())
+        inline = no_ray and len(plan_windows(segments, cfg.processing.window_s)[0]) <= INLINE_MAX_WINDOWS
+    if inline:
+        report = process_inline(cfg, segments)
+    else:
+        cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
+        report = run_pipeline(cfg, segments)
+    table = report_table(report, f"processed into {Storage.of(cfg).where}/dataset"
+                         + (" (in this process)" if inline else ""))
     if skipped:
         table.add_row("[yellow]skipped[/yellow]", f"{len(skipped)} paths that are not readable video files (above)")
     show(table)

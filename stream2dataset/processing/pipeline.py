@@ -69,16 +69,40 @@ def plan_windows(segments: list[dict], window_s: float) -> tuple[list[dict], dic
     return windows, failed
 
 
-def process(config: Config, segments: list[dict], concurrency: int | None = None) -> dict:
-    """Run the processing job on the connected (or a new local) Ray; returns the report."""
-    import ray
+# A job this small runs in the calling process when no Ray is there to join: a local Ray's own
+# start-up (GCS, raylet, agents, a worker per actor loading the models) costs more CPU than the work.
+INLINE_MAX_WINDOWS = 16
 
+
+def plan(config: Config, segments: list[dict]) -> tuple[Storage, list[dict], list[dict], dict[str, str]]:
+    """The storage (with a killed run's commit replayed), the segments still to do, their windows and
+    the segments that cannot be opened."""
     storage = Storage.of(config)
-    config_hash = storage.save_config(config)
     storage.pull(DONE)
     recover_commits(storage, config.dataset.shard_target_mb, config.dataset.row_group_rows)  # a killed run's batch
     segments = [s for s in segments if not storage.done_marker(s["segment_id"]).exists()]  # re-runs add nothing
     windows, failed = plan_windows(segments, config.processing.window_s)
+    return storage, segments, windows, failed
+
+
+def process_inline(config: Config, segments: list[dict], on_window=lambda summary: None) -> dict:
+    """The same job in this process, window after window, with one WindowProcessor (no Ray)."""
+    storage, segments, windows, failed = plan(config, segments)
+    summaries = []
+    if windows:
+        processor = WindowProcessor(config.processing, config.storage, storage.save_config(config))
+        for w in windows:
+            summaries.append(processor.process(w))
+            on_window(summaries[-1])
+    return commit_processed(storage, config.dataset, segments, windows, summaries, failed)
+
+
+def process(config: Config, segments: list[dict], concurrency: int | None = None) -> dict:
+    """Run the processing job on the connected (or a new local) Ray; returns the report."""
+    import ray
+
+    storage, segments, windows, failed = plan(config, segments)
+    config_hash = storage.save_config(config)
     summaries: list[dict] = []
     if windows:
         need = config.ray.processor_cpus

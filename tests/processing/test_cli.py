@@ -7,6 +7,7 @@ import sys
 
 import av
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from stream2dataset.demo.footage import carphone_path
@@ -19,7 +20,7 @@ def run(*args, cwd):
                           timeout=300, env={**os.environ, "COLUMNS": "200", "S2D_STATE_DIR": str(cwd / "state")})
 
 
-@pytest.mark.slow  # ~12 s on the 2-core machine
+@pytest.mark.slow  # ~25 s on the 2-core machine
 def test_process_command_on_a_folder(tmp_path):
     write_config(tmp_path, [], processing={"outputs": ["face"], "sample_fps": 2, "min_crop_px": 32})
     videos = tmp_path / "clips"
@@ -28,7 +29,20 @@ def test_process_command_on_a_folder(tmp_path):
     done = run("process", str(videos), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "kept" in done.stdout and "processed into" in done.stdout
-    assert list((tmp_path / "data" / "dataset" / "frames" / "channel=clips").rglob("*.parquet"))
+    assert "(in this process)" in done.stdout  # a small job with no Ray running: no Ray started for it
+    shards = list((tmp_path / "data" / "dataset" / "frames" / "channel=clips").rglob("*.parquet"))
+    assert shards
+    on_ray = tmp_path / "on-ray"  # the same job on Ray gives the same rows
+    on_ray.mkdir()
+    write_config(on_ray, [], processing={"outputs": ["face"], "sample_fps": 2, "min_crop_px": 32})
+    done = run("process", str(videos), "--ray", cwd=on_ray)
+    assert done.returncode == 0 and "(in this process)" not in done.stdout, done.stderr[-2000:]
+
+    def ids(root):
+        return sorted(i for p in (root / "data" / "dataset" / "frames").rglob("*.parquet")
+                      for i in pq.read_table(p, columns=["frame_id"])["frame_id"].to_pylist())
+
+    assert ids(tmp_path) == ids(on_ray) and ids(tmp_path)
     missing = run("process", str(tmp_path / "nope"), cwd=tmp_path)
     assert missing.returncode == 2 and "no such file or folder" in missing.stderr
 
