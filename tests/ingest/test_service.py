@@ -1,10 +1,12 @@
 """The recording service on a real local Ray: actor restarts, hot reload, and the CLI."""
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import pytest
 import yaml
@@ -111,7 +113,16 @@ def test_cli_up_status_down_on_a_local_ray(tmp_path, hls, footage):
                 break
             time.sleep(1)
         assert "recording" in st.stdout, st.stdout + st.stderr
-        time.sleep(4)
+        assert "metrics for Prometheus: http://127.0.0.1:" in started.stdout
+        # The service's metrics reach Ray's Prometheus endpoint (exported every few seconds).
+        endpoint = json.loads(cli("status", "--format", "json").stdout)["endpoints"]["metrics"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            text = urllib.request.urlopen(endpoint, timeout=10).read().decode()
+            if 'ray_s2d_segments_recorded_total{' in text or "ray_s2d_segments_recorded{" in text:
+                break
+            time.sleep(2)
+        assert 'channel="cli"' in text and "ray_s2d_bytes_recorded" in text, text[-2000:]
     finally:
         stopped = cli("down")
     assert stopped.returncode == 0, stopped.stderr
