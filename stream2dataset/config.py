@@ -210,7 +210,8 @@ class ProcessingConfig(_Model):
     """How recorded segments become frames (DESIGN.md `processing/`)."""
 
     auto: bool = Field(True, description="while `up` runs, process new segments as they are committed")
-    interval_s: float = Field(30.0, gt=0, description="how often `up` looks for new segments to process")
+    interval_s: float = Field(30.0, gt=0, description="while `up` runs, processed segments are committed as shards "
+                                                     "at least this often (fewer, larger shards when longer)")
     outputs: list[Literal["facecam", "face", "aligned_face", "silhouette", "person", "person_cutout", "frame"]] = \
         Field(default_factory=lambda: ["facecam"], min_length=1, description="crops made from each sampled frame")
     sample_fps: float = Field(1.0, gt=0, le=120, description="frames sampled per second of video")
@@ -231,7 +232,8 @@ class ProcessingConfig(_Model):
     image_format: Literal["png", "jpeg", "webp"] = Field("png", description="how crops are stored")
     dedup_distance: int = Field(4, ge=0, le=64, description="consecutive crops within this pHash distance are duplicates")
     clips: ClipSettings = Field(default_factory=ClipSettings)
-    concurrency: int | None = Field(None, ge=1, description="processing actors; none: one per CPU")
+    concurrency: int | None = Field(None, ge=1, description="most processing actors (a job's, or the service's pool, "
+                                                             "which grows with the backlog); none: one per CPU")
 
     @field_validator("transforms")
     @classmethod
