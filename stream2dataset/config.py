@@ -292,6 +292,8 @@ class TemporalSettings(_Model):
     predict_weight: float = Field(1.0, ge=0, description="weight of the next-latent loss against reconstruction")
     rollout: float = Field(0.25, ge=0, le=1, description="share of each window's steps predicted from the model's own sampled latents")
     temperature: float = Field(1.0, ge=0, le=4, description="spread of the sampled steps in `sample temporal` (1: as fitted; 0: the mean step)")
+    match_speed: bool = Field(True, description="`sample temporal` scales the temperature so samples move at the real "
+                                                "clips' speed, fitted on half the snapshot's clips (not on those it reports against)")
 
     @field_validator("resolution")
     @classmethod

@@ -114,7 +114,7 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
                     seed_clip: Annotated[Optional[str], typer.Option(help="clip id to continue (default: a snapshot clip)")] = None,
                     out: Annotated[Optional[Path], typer.Option(help="MP4 (default: runs/RUN/video-*.mp4); -1..-N with --n")] = None,
                     n: Annotated[int, typer.Option(help="continuations of the seed clip, one MP4 each")] = 1,
-                    temperature: Annotated[Optional[float], typer.Option(help="spread of the sampled steps (default: the run's temporal.temperature; 0: the mean step)")] = None,
+                    temperature: Annotated[Optional[float], typer.Option(help="spread of the sampled steps (default: fitted to the real clips' speed, or the run's temporal.temperature with match_speed off; 0: the mean step)")] = None,
                     seed: int = 0, config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """MP4s that continue a seed clip, their fluency against real clips and their diversity."""
     from ..layout import Storage
@@ -126,7 +126,8 @@ def sample_temporal(run: Annotated[str, typer.Option(help="the training run")],
         result = run_sample(Storage.of(cfg), run, seconds=seconds, fps=fps, seed_clip=seed_clip, out=out, seed=seed,
                             n=n, temperature=temperature)
     console.print(f"{n} x {result['frames']} frames at {fps:g} fps continuing clip {result['seed_clip']} "
-                  f"(step {result['step']}, temperature {result['temperature']:g}): "
+                  f"(step {result['step']}, temperature {result['temperature']:g}"
+                  f"{' fitted to the real speed' if result['temperature_fitted'] else ''}): "
                   + ", ".join(str(p) for p in result["videos"]))
     console.print(format_report(result["fluency"]))
 

@@ -4,6 +4,8 @@ fluency (temporal)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,14 +17,14 @@ from ..config import TrainingConfig
 from ..dataset.preview import tile
 from ..dataset.snapshots import open_snapshot
 from ..errors import UserError
-from ..layout import Storage
+from ..layout import Storage, atomic_write_bytes
 from ..processing.hashing import hamming, phash64
 from .data import decode_image
 from .fluency import continuations_report
 from .memorisation import nearest_training_frames, write_memorisation_sheet
 from .runs import load_state, pull_run, read_run_info
 from .tasks import TASKS
-from .temporal import generate
+from .temporal import fit_temperature, generate
 from .tensors import to_uint8, to_unit
 from .video import write_mp4
 
@@ -112,10 +114,12 @@ def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: f
         raise UserError(f"--temperature {temperature:g}: use 0 (the mean step) or more (1: as trained)")
     folder, info, cfg, model, step = _load(storage, run, "temporal")
     s = cfg.temporal
-    temperature = s.temperature if temperature is None else temperature
     con = open_snapshot(storage, info["snapshot"]["name"])
     try:
-        real = con.execute("SELECT clip_id, frames FROM clips ORDER BY clip_id LIMIT ?", [real_clips]).fetchall()
+        clips = con.execute("SELECT clip_id, frames FROM clips ORDER BY clip_id").fetchall()
+        # Two halves by the clip id's hash: the speed is fitted on one and reported against the other.
+        fit = [c for c in clips if _half(c[0]) == 0]
+        real = [c for c in clips if _half(c[0]) == 1][:real_clips] or clips[:real_clips]
         if seed_clip:
             chosen = con.execute("SELECT clip_id, frames FROM clips WHERE clip_id = ?", [seed_clip]).fetchall()
             if not chosen:
@@ -125,10 +129,21 @@ def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: f
     finally:
         con.close()
     clip_id, encoded = chosen[0]
-    seed_frames = np.stack([decode_image(f, s.resolution) for f in encoded[: max(2, s.context // 2)]])
+    seed_len = max(2, s.context // 2)
     device = next(model.parameters()).device
-    x = to_unit(torch.from_numpy(seed_frames).permute(0, 3, 1, 2).to(device))
-    total = max(len(seed_frames) + 1, round(seconds * fps))
+
+    def seed_of(frames: list) -> torch.Tensor:
+        seed = np.stack([decode_image(f, s.resolution) for f in frames[:seed_len]])
+        return to_unit(torch.from_numpy(seed).permute(0, 3, 1, 2).to(device))
+
+    x = seed_of(encoded)
+    total = max(seed_len + 1, round(seconds * fps))
+    fitted = None
+    if temperature is None and s.match_speed and fit:
+        fitted = _fitted_temperature(folder, step, model, [seed_of(c) for _, c in fit[:8]],
+                                     [np.stack([decode_image(f, s.resolution) for f in c]) for _, c in fit],
+                                     total, seed_len)
+    temperature = (fitted or s.temperature) if temperature is None else temperature
     gen = torch.Generator(device=device).manual_seed(seed)
     stamp, base = _stamp(), out or folder / "video.mp4"
     videos, paths = [], []
@@ -140,4 +155,24 @@ def sample_temporal(storage: Storage, run: str, *, seconds: float = 10.0, fps: f
         paths.append(write_mp4(name, frames, fps))
     reference = [np.stack([decode_image(f, s.resolution) for f in clip]) for _, clip in real]
     return {"step": step, "video": paths[0], "videos": paths, "frames": total, "seed_clip": clip_id,
-            "temperature": temperature, "fluency": continuations_report(videos, reference, skip=len(seed_frames))}
+            "temperature": temperature, "temperature_fitted": fitted is not None,
+            "fluency": continuations_report(videos, reference, skip=seed_len)}
+
+
+def _half(clip_id: str) -> int:
+    return hashlib.sha256(clip_id.encode()).digest()[0] & 1
+
+
+def _fitted_temperature(folder: Path, step: int, model, seeds: list[torch.Tensor], clips: list[np.ndarray],
+                        total: int, skip: int) -> float:
+    """The run's speed-matched temperature at this checkpoint (fitted once, kept in the run's folder)."""
+    cache = folder / "temperature.json"
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("step") == step:
+            return float(saved["temperature"])
+    except (OSError, ValueError, KeyError):
+        pass
+    temperature, speed = fit_temperature(model, seeds, clips, total, skip)
+    atomic_write_bytes(cache, json.dumps({"step": step, "temperature": temperature, "speed": speed}).encode())
+    return temperature

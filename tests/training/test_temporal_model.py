@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from stream2dataset.config import TemporalSettings
 from stream2dataset.demo.footage import carphone_path
 from stream2dataset.training.fluency import continuations_report, diversity, fluency_report, format_report, frame_changes
-from stream2dataset.training.temporal import TemporalModel, generate
+from stream2dataset.training.temporal import TemporalModel, fit_temperature, generate
 from stream2dataset.training.tensors import to_uint8, to_unit
 from stream2dataset.training.video import read_frames, write_mp4
 
@@ -253,3 +253,23 @@ def test_generated_video_is_fluent(kind, demo_rate):
     assert report["fluent"] and report["fluent_continuations"] == 5, format_report(report)
     assert 0.7 <= report["mean_ratio"] <= 1.3 and report["frozen"] < 0.1, format_report(report)
     assert report["diversity"] > 0.5 * report["real_mean"]  # not one video five times
+
+
+@pytest.mark.slow  # ~45 s
+def test_fitted_temperature_matches_the_real_speed_on_held_out_clips(demo_rate):
+    """The temperature fitted on one half of the footage makes continuations of the other half move
+    at the real speed (a tiny model's fitted spread alone moves at ~0.75x)."""
+    frames, windows = demo_rate
+    torch.manual_seed(1)
+    model = tiny("gru")
+    train(model, windows, 300, batch=8, lr=1e-3)
+    clips = cut(np.concatenate([frames, frames[:4]]), 8)  # alternate clips: both halves span the footage
+    fit_clips, held_clips = clips[0::2], clips[1::2]
+    seeds = [to_unit(torch.from_numpy(c[:4]).permute(0, 3, 1, 2)) for c in fit_clips]
+    t, speed = fit_temperature(model, seeds, fit_clips, 40, 4)
+    assert 0.9 <= speed <= 1.1 and 0.1 < t < 4.0, (t, speed)
+    held_seeds = [to_unit(torch.from_numpy(c[:4]).permute(0, 3, 1, 2)) for c in held_clips]
+    videos = [to_uint8(generate(model, s, 40, torch.Generator().manual_seed(10 + k), temperature=t))
+              for k, s in enumerate(held_seeds)]
+    report = continuations_report(videos, held_clips, skip=4)
+    assert report["fluent"] and 0.8 <= report["mean_ratio"] <= 1.25, format_report(report)

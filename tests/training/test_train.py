@@ -155,6 +155,7 @@ def test_temporal_trains_and_samples_a_video_with_its_fluency(snapshot_root, cli
         frames = list(c.decode(video=0))
     assert len(frames) == 24 and (frames[0].width, frames[0].height) == (32, 32)
     assert "fluen" in res.stdout.lower() and "speed" in res.stdout
+    assert "fitted to the real speed" in res.stdout and (folder / "temperature.json").exists()
     res = cli(snapshot_root.root, "sample", "temporal", "--run", "temp", "--seconds", "2", "--n", "2",
               "--temperature", "0.5", "--out", str(out))
     assert res.returncode == 0, res.stderr
