@@ -4,9 +4,9 @@ A job per round (start actors, load the models, process, tear down) costs more t
 segments are short, and rounds queue behind each other; so `up` keeps a pool instead:
 
 - **actors** (`WindowProcessor`, the same stage the batch `process` job runs on Ray Data) load
-  their models once, are spread over the nodes, and are restarted by Ray when they die (the window
-  they held is retried; a window that keeps killing its actor fails its segment, which is
-  quarantined with the reason instead of looping);
+  their models once, are spread over the nodes, and are restarted by Ray when they die (the windows
+  they held go back to the queue; a window that keeps killing its actor fails its segment, which
+  is quarantined with the reason instead of looping);
 - **a queue** of windows, oldest segment first, is filled from the manifest as recorders commit
   segments (a listing of the manifest's files; only new files are read); at most `INFLIGHT`
   windows wait on each actor (backpressure: the rest stay in the queue, not in Ray's object store);
@@ -48,7 +48,7 @@ WINDOWS_PER_ACTOR = 2      # queued windows that justify one more actor
 IDLE_S = 60.0              # an actor with nothing to do this long is let go (the last one stays)
 COMMIT_SEGMENTS = 64       # commit at once when this many segments are ready
 WINDOW_TRIES = 3           # a window whose actor died this many times fails its segment
-START_S = 120.0            # an actor not up this long (no free CPU) is given up; a later step tries again
+START_S = 60.0             # an actor not up this long (no free CPU: a node lost) is given up; a later step tries again
 SCAN_S = 1.0               # how often the manifest is listed for new segments
 
 
@@ -80,7 +80,7 @@ class ProcessingPool:
         self.last_scan = 0.0
         self.committer: threading.Thread | None = None
         self.state = {"state": "idle", "since": time.time(), "last": "", "error": "", "backlog": 0,
-                      "actors": 0, "queued": 0, "processing": 0, "latency_p95_s": None}
+                      "actors": 0, "queued": 0, "processing": 0, "latency_p95_s": None, "nodes": {}}
         self.latencies: deque[float] = deque(maxlen=500)
 
     # ------------------------------------------------------------------ the loop's one step
@@ -154,12 +154,16 @@ class ProcessingPool:
         now = time.monotonic()
         for actor in [a for a in self.actors if not a["ready"]]:
             done, _ = ray.wait([actor["started"]], timeout=0)
+            gone = now - actor["idle_since"] > START_S  # no CPU came free for it (a node gone), or no models
             if done:
-                actor["ready"] = True
-                actor["idle_since"] = now
-            elif now - actor["idle_since"] > START_S:  # no CPU came free for it (or its models fail to load)
+                try:
+                    ray.get(done[0])
+                    actor.update(ready=True, idle_since=now)
+                except ray.exceptions.RayError:
+                    gone = True
+            if gone and not actor["ready"]:
                 self.actors.remove(actor)
-                ray.kill(actor["handle"], no_restart=True)
+                ray.kill(actor["handle"], no_restart=True)  # windows it held fail and go back to the queue
         for actor in [a for a in self.actors if not a["inflight"]]:
             if len(self.actors) > 1 and not self.queue and now - actor["idle_since"] > IDLE_S:
                 self.actors.remove(actor)
@@ -168,7 +172,7 @@ class ProcessingPool:
     def _start_actor(self) -> None:
         cfg = self.config
         handle = ray.remote(WindowProcessor).options(
-            num_cpus=cfg.ray.processor_cpus, max_restarts=-1, max_task_retries=WINDOW_TRIES - 1,
+            num_cpus=cfg.ray.processor_cpus, max_restarts=-1, max_task_retries=0,  # retried here: _failed
             scheduling_strategy="SPREAD",
         ).remote(cfg.processing, cfg.storage, self.config_hash)
         self.actors.append({"handle": handle, "inflight": 0, "idle_since": time.monotonic(), "ready": False,
@@ -193,14 +197,31 @@ class ProcessingPool:
             entry = self.segments.get(win["segment_id"])
             try:
                 summary = ray.get(ref)
-            except ray.exceptions.RayError as err:  # the actor died under it WINDOW_TRIES times, or a bug
-                wid = window_id(win["segment_id"], int(win["window"]))
-                log.warning("window %s failed: %s", wid, err)
-                if entry is not None and not entry.error:
-                    entry.error = f"processing failed: {type(err).__name__}"
+            except ray.exceptions.RayError as err:
+                self._failed(win, actor, entry, err)
                 continue
             if entry is not None:
                 entry.summaries[summary["window_id"]] = summary
+            if not summary.get("skipped"):  # windows per Ray node: how the work spreads
+                node = (summary.get("node") or "")[:8]
+                self.state["nodes"][node] = self.state["nodes"].get(node, 0) + 1
+
+    def _failed(self, win: dict, actor: dict, entry: _Segment | None, err: Exception) -> None:
+        """A window whose actor died (or is restarting, or raised): back to the queue, on a ready
+        actor; a window that failed WINDOW_TRIES times fails its segment (quarantined, not retried
+        forever). An actor that is restarting counts no try: a lost node is not the window's fault."""
+        wid = window_id(win["segment_id"], int(win["window"]))
+        restarting = isinstance(err, ray.exceptions.ActorUnavailableError)
+        self.tries[wid] = self.tries.get(wid, 0) + (0 if restarting else 1)
+        if actor in self.actors and actor["ready"]:  # hand it nothing until it answers again
+            actor.update(ready=False, started=actor["handle"].__ray_ready__.remote(), idle_since=time.monotonic())
+        if entry is None or entry.error:
+            return
+        if self.tries[wid] < WINDOW_TRIES:
+            self.queue.appendleft(win)
+        else:
+            log.warning("window %s failed %d times: %s", wid, self.tries[wid], err)
+            entry.error = f"processing failed {WINDOW_TRIES} times: {type(err).__name__}"
 
     # ------------------------------------------------------------------ commits
     def _maybe_commit(self, force: bool = False) -> None:
@@ -233,6 +254,8 @@ class ProcessingPool:
             now = time.time()
             for e in ready:
                 self.segments.pop(e.seg["segment_id"], None)
+                for w in e.windows:
+                    self.tries.pop(window_id(w["segment_id"], int(w["window"])), None)
                 self.latencies.append(now - e.recorded_at)
                 metrics.record("s2d_commit_latency_seconds", now - e.recorded_at)
                 metrics.record("s2d_segments_processed", 1, channel=e.seg["channel"])
@@ -262,7 +285,7 @@ class ProcessingPool:
 
     # ------------------------------------------------------------------ life cycle
     def status(self) -> dict:
-        return dict(self.state)
+        return {**self.state, "nodes": dict(self.state["nodes"])}
 
     def drain(self, timeout_s: float) -> None:
         """Finish the windows actors hold (up to `timeout_s`) and commit what is complete."""

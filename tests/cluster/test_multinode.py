@@ -55,6 +55,16 @@ def test_processing_spreads_over_nodes_and_survives_losing_one(footage, tmp_path
     assert r["killed_ids"] == r["calm_ids"]  # no row lost, none twice
 
 
+def test_the_service_pool_spreads_over_nodes_and_survives_losing_one(footage, tmp_path):
+    result = tmp_path / "result.json"
+    out = run_script("tests.cluster.multinode_pool", footage, tmp_path, result, timeout=290)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(result.read_text())
+    assert len(r["calm"]["nodes"]) == 2, r["calm"]["nodes"]  # both worker nodes' actors took windows
+    assert r["killed"]["killed"] and r["calm"]["ids"]  # a node died mid-run
+    assert r["killed"]["ids"] == r["calm"]["ids"]  # no row lost, none twice
+
+
 def test_up_spreads_recorders_and_a_killed_node_s_recorders_move(footage, tmp_path):
     result = tmp_path / "result.json"
     out = run_script("tests.cluster.multinode_record", footage, tmp_path, result, timeout=290)

@@ -19,10 +19,10 @@ from stream2dataset.service.pool import ProcessingPool
 START = datetime(2026, 12, 4, 10, tzinfo=timezone.utc)
 
 
-def config(root: Path):
+def config(root: Path, concurrency: int = 2):
     return parse_config({"storage": {"root": str(root)},
                          "processing": {"outputs": ["facecam"], "sample_fps": 2, "min_crop_px": 32,
-                                        "interval_s": 0.5, "concurrency": 2}})
+                                        "interval_s": 0.5, "concurrency": concurrency}})
 
 
 def commit(storage: Storage, videos: list[Path], first: int = 0) -> list[str]:
