@@ -8,7 +8,7 @@ segments are short, and rounds queue behind each other; so `up` keeps a pool ins
   they held go back to the queue; a window that keeps killing its actor fails its segment, which
   is quarantined with the reason instead of looping);
 - **a queue** of windows, oldest segment first, is filled from the manifest as recorders commit
-  segments (a listing of the manifest's files; only new files are read); at most `INFLIGHT`
+  segments (a listing of the manifest's files; only new or rewritten files are read); at most `INFLIGHT`
   windows wait on each actor (backpressure: the rest stay in the queue, not in Ray's object store);
 - **the size** follows the backlog: one actor per `WINDOWS_PER_ACTOR` queued windows, within
   `processing.concurrency` (or the cluster's CPUs / `ray.processor_cpus`) and the CPUs free now
@@ -76,7 +76,7 @@ class ProcessingPool:
         self.tries: dict[str, int] = {}
         self.segments: dict[str, _Segment] = {}      # queued or processing, until committed
         self.ready_since: float | None = None
-        self.seen: set[str] = set()                  # manifest files already read
+        self.seen: dict[str, int] = {}               # manifest files already read, and their mtime
         self.last_scan = 0.0
         self.committer: threading.Thread | None = None
         self.state = {"state": "idle", "since": time.time(), "last": "", "error": "", "backlog": 0,
@@ -107,14 +107,15 @@ class ProcessingPool:
         storage = self.storage
         base = storage.segments_manifest
         storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
-        files = [p for p in base.glob("*/*.parquet") if not p.name.startswith(".")] if base.exists() else []
-        names = {str(p) for p in files}
-        self.seen &= names  # files compacted away are forgotten: the set stays the size of the listing
-        new = sorted(names - self.seen)
-        if not new:
-            return
+        files = {}
+        for p in base.glob("*/*.parquet") if base.exists() else ():
+            try:  # a file is known by its name and version: compaction rewrites a day's file in place
+                files[str(p)] = p.stat().st_mtime_ns
+            except FileNotFoundError:  # compacted away meanwhile
+                continue
+        new = sorted(p for p, version in files.items() if self.seen.get(p) != version and not Path(p).name.startswith("."))
         rows = read_segment_files([Path(p) for p in new])
-        self.seen.update(new)
+        self.seen = files  # read: files compacted away are forgotten, it stays the size of the listing
         fresh = []
         for row in sorted(rows, key=lambda r: r["start"]):  # new rows only: a request or two each in a store
             sid = row["segment_id"]
@@ -278,7 +279,7 @@ class ProcessingPool:
             self.state["error"] = f"{type(err).__name__}: {err}"
             for e in ready:  # forget them: the next scan queues them again (their windows are skipped)
                 self.segments.pop(e.seg["segment_id"], None)
-            self.seen.clear()
+            self.seen = {}
 
     # ------------------------------------------------------------------ life cycle
     def status(self) -> dict:
