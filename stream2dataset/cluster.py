@@ -53,24 +53,28 @@ def _init(**kwargs) -> None:
     import ray
 
     if not VERBOSE:
-        _drop_native_ray_logs()
+        drop_native_logs()
         warnings.filterwarnings("ignore", module=r"ray(\.|$)")
     ray.init(**kwargs, log_to_driver=VERBOSE, logging_level=logging.INFO if VERBOSE else logging.WARNING)
     reclaim_sigterm()
 
 
-# `[2026-12-04 18:54:04,532 E 3472 3472] core_worker.cc:2465: ...`: a line of Ray's C++ logging.
-_NATIVE_LOG_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+:\d+: ")
+# Lines of the native libraries' own logging, dropped from the terminal without -v:
+_NATIVE_LOG_LINE = re.compile(
+    rb"^\[\d{4}-\d\d-\d\d [\d:,.]+ [DIWEF] \d+ \d+\] \S+:\d+: "  # Ray's C++ (core_worker.cc ...)
+    rb"|^[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "                          # absl/glog INFO and WARNING (mediapipe)
+    rb"|^(INFO|WARNING): (\[\S+:\d+\] |Created TensorFlow Lite|Logging before InitGoogle)")  # LiteRT
 _native_filter: list[int] = []
 
 
-def _drop_native_ray_logs() -> None:
-    """The driver's C++ core worker writes its own notes to file descriptor 2 besides its log file
-    (python-core-driver-*.log in the session's logs), e.g. an E line "Actor ... has constructor
-    arguments in the object store and max_restarts > 0" for every Ray Data actor. Without -v those
-    lines are dropped: fd 2 becomes a pipe that passes every other line on, and Python's own
+def drop_native_logs() -> None:
+    """Native libraries write their own notes to file descriptor 2: Ray's C++ core worker besides
+    its log file (python-core-driver-*.log in the session's logs), e.g. an E line "Actor ... has
+    constructor arguments in the object store and max_restarts > 0" for every Ray Data actor, and
+    mediapipe's LiteRT some 60 INFO/WARNING lines per model when it runs in this process. Without -v
+    those lines are dropped: fd 2 becomes a pipe that passes every other line on, and Python's own
     sys.stderr (errors, warnings, tracebacks) writes to the terminal directly, as before."""
-    if _native_filter:
+    if VERBOSE or _native_filter:
         return
     sys.stderr.flush()
     real = os.dup(2)

@@ -39,6 +39,7 @@ def process(paths: Annotated[Optional[list[Path]], typer.Argument(help="videos o
         no_ray = not (address or cfg.ray.address or cluster.local_endpoints())
         inline = no_ray and len(plan_windows(segments, cfg.processing.window_s)[0]) <= INLINE_MAX_WINDOWS
     if inline:
+        cluster.drop_native_logs()  # mediapipe's LiteRT logs, in this process
         report = process_inline(cfg, segments)
     else:
         cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
@@ -73,6 +74,8 @@ def render(src: Path, dst: Path,
         raise UserError(f"--transforms: {err}") from None
     if not inline:
         cluster.connect_for_job(address, "stream2dataset")
+    else:
+        cluster.drop_native_logs()  # mediapipe's LiteRT logs, in this process
     with console.status(f"rendering {src.name}..."):
         result = render_video(src, dst, chain, parallel=not inline)
     console.print(f"wrote {dst}: {result['frames']} frames in {result['seconds']:.1f} s, audio {result['audio']}")
