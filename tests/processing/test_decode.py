@@ -172,3 +172,28 @@ def test_audio_only_has_no_video_stream(media):
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", str(path))
     with pytest.raises(CorruptMedia, match="no video stream"):
         sample_frames(path)
+
+
+def test_skipping_frames_before_each_tick_keeps_the_samples_a_full_decode_picks(media):
+    """Real footage with x264's default B-frames: at 1 fps the non-reference frames before each
+    tick are skipped by the decoder, and every sampled frame is the one a full decode picks."""
+    from stream2dataset.demo.footage import carphone_path
+
+    clip = media / "carphone-bframes.mp4"
+    ffmpeg("-i", str(carphone_path()), "-c:v", "libx264", "-preset", "fast", "-bf", "3",
+           "-pix_fmt", "yuv420p", "-an", str(clip))
+    every = list(sample_frames(clip, fps=None, threads=1))
+    sampled = list(sample_frames(clip, fps=3, threads=1))
+    expected, tick = [], 0.0
+    for f in every:  # the first frame at or after each tick k/3
+        if f.pts_s >= tick - 1e-6:
+            expected.append(f)
+            tick = (int(f.pts_s * 3 + 1e-6) + 1) / 3
+    assert pts_list(sampled) == pts_list(expected) and len(sampled) >= 10
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(sampled, expected))
+    assert [a.frame_index for a in sampled] == [b.frame_index for b in expected]  # constant rate
+
+    import av  # the clip does have B-frames for the decoder to skip
+    with av.open(str(clip)) as c:
+        types = [int(fr.pict_type) for fr in c.decode(video=0)]
+    assert types.count(3) > len(types) // 3, types  # AV_PICTURE_TYPE_B
