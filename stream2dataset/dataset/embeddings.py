@@ -86,6 +86,9 @@ def build_ivf(vectors: np.ndarray, seed: int = 0):
     return index
 
 
+_LOADED: dict[tuple[str, int], tuple] = {}  # (meta file, its mtime) -> (meta, faiss index, ids)
+
+
 class EmbeddingIndex:
     """The persisted index of one model: `dataset/_index/<model>.faiss`, `.ids.npy` and `.json`."""
 
@@ -98,13 +101,17 @@ class EmbeddingIndex:
         self.meta: dict = {}
 
     def load(self) -> bool:
-        """Load the index if there is one; False if none."""
+        """Load the index if there is one (kept in this process for the next query); False if none."""
         if not (self.meta_path.exists() and self.path.exists() and self.ids_path.exists()):
             return False
-        self.meta = json.loads(self.meta_path.read_text())
-        self.index = _faiss().read_index(str(self.path))
-        self.index.nprobe = NPROBE
-        self.ids = np.load(self.ids_path)
+        key = (str(self.meta_path), self.meta_path.stat().st_mtime_ns)
+        if key not in _LOADED:
+            meta = json.loads(self.meta_path.read_text())
+            index = _faiss().read_index(str(self.path))
+            index.nprobe = NPROBE
+            _LOADED.clear()  # one index per process at a time: a million embeddings hold ~0.5 GB
+            _LOADED[key] = (meta, index, np.load(self.ids_path))
+        self.meta, self.index, self.ids = _LOADED[key]
         return True
 
     def build(self) -> dict:
@@ -125,6 +132,8 @@ class EmbeddingIndex:
                      "seconds": round(time.perf_counter() - started, 2), "built": time.time()}
         atomic_write_bytes(self.meta_path, json.dumps(self.meta).encode())  # written last: the commit
         self.index, self.ids = index, np.array(ids, dtype="S24")
+        _LOADED.clear()
+        _LOADED[(str(self.meta_path), self.meta_path.stat().st_mtime_ns)] = (self.meta, self.index, self.ids)
         return self.meta
 
     def delta(self) -> tuple[list[Path], bool]:
