@@ -134,11 +134,13 @@ def search_bench(base: Path, n: int, nq: int, console: Console) -> dict:
 def identity_bench(base: Path, console: Console) -> dict:
     import yaml
 
+    from stream2dataset import cluster
     from stream2dataset.config import load_config
     from stream2dataset.processing.lookalike import lookalike
     from stream2dataset.processing.pipeline import file_segments, process_inline
     from tests.faces import PEOPLE, astronaut_png, identity_footage
 
+    cluster.drop_native_logs()  # mediapipe's LiteRT notes on fd 2, once per detector
     folder = base / "identity"
     videos, photos = identity_footage(folder)
     (folder / "stream2dataset.yaml").write_text(yaml.safe_dump({

@@ -4,6 +4,7 @@ query's person, on frames not in the dataset), and on a CPU-trained tiny diffusi
 faces: DDIM inversion, `sample diffusion --morph` and the face-quality figure."""
 
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import yaml
 
 from stream2dataset.config import TrainingConfig, load_config
-from stream2dataset.dataset.catalog import open_catalog
+from stream2dataset.dataset.catalog import open_catalog, query as run_sql
 from stream2dataset.dataset.snapshots import create_snapshot, open_snapshot
 from stream2dataset.layout import Storage
 from stream2dataset.processing.identity import MODEL, FaceEmbedder, frechet_distance
@@ -59,11 +60,16 @@ def test_processing_writes_one_embedding_per_face_crop_in_the_view(root):
         frames = con.execute("SELECT count(*) FROM frames_all WHERE kind = 'aligned_face'").fetchall()[0][0]
         rows = con.execute("SELECT model, typeof(vector), count(*), count(DISTINCT frame_id) FROM embeddings "
                            "JOIN frames_all USING (frame_id) GROUP BY ALL").fetchall()
-        # the nearest-face query the README documents runs as written
-        near = con.execute("SELECT f.frame_id, array_distance(e.vector, (SELECT vector FROM embeddings LIMIT 1)) AS d "
-                           "FROM embeddings e JOIN frames f USING (frame_id) ORDER BY d LIMIT 3").fetchall()
+        first = con.execute("SELECT frame_id FROM embeddings JOIN frames USING (frame_id) ORDER BY frame_id LIMIT 1"
+                            ).fetchall()[0][0]
+    # the nearest-face query the README documents runs as written, through `sql`
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    query = readme.split("The 5 faces nearest a frame, in SQL:\n\n```sql\n")[1].split("```")[0]
+    query = query.replace("0411c71dc376976402a79f68", first)
+    table, _ = run_sql(storage.root, query)
+    assert table.column_names == ["frame_id", "channel", "timestamp", "distance"] and table.num_rows == 5
+    assert table["frame_id"][0].as_py() == first and table["distance"][0].as_py() == pytest.approx(0, abs=1e-6)
     assert rows == [(MODEL, "FLOAT[128]", frames, frames)]
-    assert near[0][1] == pytest.approx(0, abs=1e-6) and near[1][1] > 0
     shards = sorted(storage.table_dir("embeddings").glob("channel=*/date=*/*.parquet"))
     assert shards and all(pq.read_schema(p).field("vector").type.list_size == 128 for p in shards)
 

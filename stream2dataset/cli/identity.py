@@ -12,6 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from .. import cluster
 from .options import DEFAULT_CONFIG_NAME, ConfigOpt, app, console, load_config
 from .tables import show
 
@@ -59,7 +60,7 @@ def lookalike(image: Annotated[Path, typer.Argument(help="a photo with a face (P
               where: Annotated[Optional[str], typer.Option(help="SQL condition on the frames, e.g. \"channel = 'x'\"")] = None,
               fmt: Annotated[LookFormat, typer.Option("--format", "-f", help="table, or json for scripts")] = LookFormat.table,
               out: Annotated[Optional[Path], typer.Option(help="also write a contact sheet PNG: the query, then its matches")] = None,
-              index: Annotated[IndexMode, typer.Option(help="auto: the faiss index past 100k embeddings; on/off: force")
+              index: Annotated[IndexMode, typer.Option(help="auto: the faiss index past 50,000 embeddings; on/off: force")
                                ] = IndexMode.auto,
               config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
     """The dataset frames whose faces look most like the face in IMAGE (identity embeddings, Euclidean distance).
@@ -71,6 +72,7 @@ def lookalike(image: Annotated[Path, typer.Argument(help="a photo with a face (P
     from ..processing.lookalike import lookalike as find
 
     cfg = load_config(config)
+    cluster.drop_native_logs()  # mediapipe's LiteRT logs (the face detector), in this process
     use = {"auto": None, "on": True, "off": False}[index.value]
     result = find(Storage.of(cfg), image, cfg.processing, n=n, where=where, out=out,
                   timeout_s=cfg.dataset.sql_timeout_s, use_index=use,

@@ -98,6 +98,7 @@ def sample_diffusion(run: Annotated[str, typer.Option(help="the training run")],
     if morph:
         from ..training.morph import morph_video
 
+        cluster.drop_native_logs()  # mediapipe's LiteRT logs (a photo's face detector), in this process
         if out is not None and out.suffix.lower() != ".mp4":
             raise UserError(f"--out {out}: a morph is written as an MP4 (name it .mp4)")
         with console.status("inverting both faces and morphing..."):

@@ -5,8 +5,9 @@ The `embeddings` view types `vector` as FLOAT[128], so one SQL statement finds t
     SELECT frame_id, array_distance(vector, ?::FLOAT[128]) AS distance FROM embeddings
     ORDER BY distance LIMIT 8
 
-That scan costs ~0.4 us an embedding on one core (bench/lookalike.py), fine to ~100k. Past it the
-index (faiss IVF-Flat: k-means cells, a few probed per query) answers in about a millisecond. It
+That scan costs ~2-3.5 us an embedding on the loaded 2-core machine (bench/lookalike.py), fine to
+~50k. Past it the index (faiss IVF-Flat: ~sqrt(n) k-means cells, 16 probed per query) answers in
+~2 ms at 1M, ~90 ms with the join to the frames. It
 is persisted under `dataset/_index/` with the list of shard files it covers; shards added since are
 searched exactly beside it (the service keeps writing), and it is rebuilt once they hold more than
 a tenth of its size or a covered shard changed or went away (a compaction rewrote it).
@@ -33,7 +34,9 @@ from ..errors import UserError
 from ..layout import EMBEDDING_INDEX, GLOBS, Storage, atomic_output, atomic_write_bytes
 from .schema import EMBEDDING_DIM
 
-EXACT_MAX = 100_000      # above this many embeddings, search through the index (bench/lookalike.py)
+EXACT_MAX = 50_000       # above this many embeddings, search through the index: DuckDB's exact scan
+                         # passes ~100 ms there on the 2-core machine (bench/lookalike.py: 36 ms at 10k,
+                         # 207 ms at 100k, 3.6 s at 1M; the index: 6, 14 and 89 ms)
 STALE_SHARE = 0.1        # rebuild when shards added since the build hold more than this share
 NPROBE = 16              # cells probed per query: recall@8 >= 0.99 on clustered embeddings (bench)
 RESULT_COLUMNS = ("frame_id", "channel", "source_id", "segment_id", "timestamp", "distance")
