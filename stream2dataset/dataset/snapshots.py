@@ -4,7 +4,7 @@
 beside it as `<name>.dups.parquet`, since the next dedup pass rewrites the live one), each with
 its sha256, bytes and rows, plus the filter. The filter selects frames (one condition on a frame's
 own columns: it is applied again to the pinned files alone); clips come along for the segments those
-frames are from. Opening a snapshot re-hashes its files and refuses one that changed or went
+frames are from, identity embeddings for the frames themselves. Opening a snapshot re-hashes its files and refuses one that changed or went
 missing, so a run always trains on what was pinned; a snapshot file that is not one (truncated,
 edited, a filter that is not one condition, a path out of the root) is refused by name.
 """
