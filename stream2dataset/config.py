@@ -245,6 +245,12 @@ class ProcessingConfig(_Model):
         parse_chain(v)  # raises ValueError naming the step, the parameter and what is allowed
         return v
 
+    @model_validator(mode="after")
+    def _embeddings_need_faces(self) -> ProcessingConfig:
+        if self.embeddings and not {"aligned_face", "face"} & set(self.outputs):
+            raise ValueError("embeddings: true needs aligned_face or face in outputs (the crops it embeds)")
+        return self
+
 
 class DatasetConfig(_Model):
     """How rows are stored, deduplicated across segments and indexed (DESIGN.md `dataset/`)."""

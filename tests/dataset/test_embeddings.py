@@ -92,3 +92,11 @@ def test_no_embeddings_is_a_user_error(tmp_path):
     storage = Storage(tmp_path / "data")
     with open_catalog(storage.root) as con, pytest.raises(UserError, match="no dlib_resnet_v1 embeddings.*embed"):
         nearest_frames(storage, con, np.zeros(128, np.float32), bench.MODEL, 3)
+
+
+def test_embeddings_config_needs_a_face_output():
+    from stream2dataset.config import parse_config
+
+    assert parse_config({"processing": {"embeddings": True, "outputs": ["facecam", "face"]}}).processing.embeddings
+    with pytest.raises(UserError, match="embeddings: true needs aligned_face or face in outputs"):
+        parse_config({"processing": {"embeddings": True}})
