@@ -226,7 +226,7 @@ class ProcessingConfig(_Model):
     face_margin: float = Field(0.5, ge=0, le=3, description="`face` output: margin around the face, in face sizes")
     aligned_size: int = Field(256, ge=32, le=2048, description="`aligned_face` output size")
     embeddings: bool = Field(False, description="identity embeddings (dlib ResNet, 128-d) of the `aligned_face` and "
-                                                "`face` crops, for `lookalike`; ~30-100 ms a crop on one core")
+                                                "`face` crops, for `lookalike`; ~100 ms a crop on one loaded core")
     person_threshold: float = Field(0.5, gt=0, lt=1, description="person mask confidence threshold")
     min_person_area: float = Field(0.02, ge=0, le=1, description="frames whose person covers less are dropped")
     transforms: list[Any] = Field(default_factory=lambda: [{"resize": {"size": 256, "mode": "pad"}}],
