@@ -32,11 +32,12 @@ MANIFEST = f"{MANIFESTS}/segments"           # one Parquet row file per committe
 ARCHIVES = f"{MANIFESTS}/archives"           # yt-dlp download archives, one per channel
 COMMITTED = f"{MANIFESTS}/committed"         # what each recorder committed (keyframes, sequences)
 DATASET = "dataset"
-TABLES = {t: f"{DATASET}/{t}" for t in ("frames", "clips", "drops", "dups")}  # committed shards
+TABLES = {t: f"{DATASET}/{t}" for t in ("frames", "clips", "drops", "dups", "embeddings")}  # committed shards
 STAGING = f"{DATASET}/_staging"              # rows of windows staged before their segment commits
 COMMITS = f"{DATASET}/_commits"              # commit intents: a killed commit is finished from them
 DONE = f"{DATASET}/_done"                    # completion markers, one per processed segment
 THUMBNAILS = f"{DATASET}/thumbnails"
+EMBEDDING_INDEX = f"{DATASET}/_index"         # the lookalike vector index (faiss) over the embeddings
 SNAPSHOTS = "snapshots"                      # <name>.json (+ the dedup links each pins)
 RUNS = "runs"                                # training runs: checkpoints, samples, metrics
 QUARANTINE = "quarantine"                    # undecodable input, with the reason
@@ -46,7 +47,7 @@ LOCAL_ONLY = (CATALOG, ".cache")             # what never travels to an object s
 
 # The Parquet files of each table the catalog reads (hive folders channel=/date= are not columns).
 # Fixed depths, not `**`; hidden temp files end in .tmp and never match.
-GLOBS = {**{t: f"{TABLES[t]}/*/*/*.parquet" for t in ("frames", "clips", "drops")},
+GLOBS = {**{t: f"{TABLES[t]}/*/*/*.parquet" for t in ("frames", "clips", "drops", "embeddings")},
          "dups": f"{TABLES['dups']}/*.parquet", "segments": f"{MANIFEST}/*/*.parquet"}
 # What a reader (SQL, stats, previews) needs in its working copy of an object-store root.
 READ_SET = (MANIFEST, *TABLES.values(), SNAPSHOTS)

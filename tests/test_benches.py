@@ -29,6 +29,7 @@ SMALLEST = {
                             "--root", "{tmp}/train"],
     "foreground.py": ["--files", "2", "--seconds", "4", "--height", "360"],
     "load.py": ["--streams", "1", "--seconds", "20", "--baseline-seconds", "0", "--out", "{tmp}/load"],
+    "lookalike.py": ["--sizes", "2000", "--queries", "3", "--no-identity", "--root", "{tmp}/lookalike"],
 }
 
 

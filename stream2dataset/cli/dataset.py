@@ -50,7 +50,7 @@ def sql(query: Annotated[str, typer.Argument(help="one read-only statement, e.g.
     """Query the dataset in SQL, read-only (DuckDB).
 
     Views: frames (kept frames), frames_all (with near-duplicates; dup_of names the kept frame),
-    clips, segments, drops, dups, channels. Only one query statement runs (SELECT, WITH, FROM,
+    clips, segments, drops, dups, embeddings, channels. Only one query statement runs (SELECT, WITH, FROM,
     DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); only files under the storage root can be read. Binary
     columns (image, mask) print as <N bytes> in the table, and as base64 text in CSV and JSON.
     """

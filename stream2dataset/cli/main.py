@@ -11,7 +11,7 @@ import typer
 
 from ..errors import Interrupted, Terminated, UserError, raise_terminated
 # Each command group registers its commands on `app` when imported, in the order `--help` lists them.
-from . import recording, processing, demo, dataset, training, ui  # noqa: F401,E402  isort: skip
+from . import recording, processing, demo, dataset, identity, training, ui  # noqa: F401,E402  isort: skip
 from .options import app
 
 # typer raises the exceptions of its own copy of click (typer._click), not the click package's.

@@ -82,16 +82,44 @@ def sample_diffusion(run: Annotated[str, typer.Option(help="the training run")],
                      steps: Annotated[Optional[int], typer.Option(help="DDIM steps (default: the config's)")] = None,
                      interpolate: Annotated[bool, typer.Option(help="also an MP4 walking between noise latents")] = False,
                      memorisation: Annotated[bool, typer.Option(help="compare each sample with its nearest training frames")] = True,
+                     face_quality: Annotated[bool, typer.Option(help="Fréchet distance of the samples' identity embeddings "
+                                                                     "to real face crops (logged in the run)")] = True,
+                     morph: Annotated[Optional[tuple[str, str]], typer.Option(
+                         help="A B: frame ids or image files; an MP4 morphing real face A into B (DDIM inversion, "
+                              "slerp), led in and out by the real photos")] = None,
+                     frames: Annotated[int, typer.Option(min=2, max=2000, help="--morph: frames of the walk")] = 48,
                      config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
-    """A PNG grid of n samples (EMA weights, DDIM), the memorisation check, optionally an interpolation MP4."""
+    """A PNG grid of n samples (EMA weights, DDIM), the memorisation check and the face-quality figure,
+    optionally an interpolation MP4; or, with --morph A B, a morph between two real faces."""
     from ..layout import Storage
     from ..training.sample import sample_diffusion as run_sample
 
     cfg = load_config(config)
+    if morph:
+        from ..training.morph import morph_video
+
+        cluster.drop_native_logs()  # mediapipe's LiteRT logs (a photo's face detector), in this process
+        if out is not None and out.suffix.lower() != ".mp4":
+            raise UserError(f"--out {out}: a morph is written as an MP4 (name it .mp4)")
+        with console.status("inverting both faces and morphing..."):
+            result = morph_video(Storage.of(cfg), cfg, run, *morph, frames=frames, steps=steps, out=out)
+        console.print(f"morph {result['faces'][0]} -> {result['faces'][1]} ({result['kind']} crops, step "
+                      f"{result['step']}): {result['video_frames']} frames, {result['morph_frames']} of them the walk: "
+                      f"{result['video']}")
+        console.print("DDIM inversion reconstruction RMSE (grey levels, 0-255): "
+                      f"A {result['inversion_rmse'][0]:.1f}, B {result['inversion_rmse'][1]:.1f}")
+        return
     with console.status("sampling..."):
         result = run_sample(Storage.of(cfg), run, n=n, out=out, seed=seed, steps=steps,
-                            interpolate=interpolate, memorisation=memorisation)
+                            interpolate=interpolate, memorisation=memorisation, face_quality=face_quality)
     console.print(f"{n} samples at step {result['step']}: {result['grid']}")
+    fq = result.get("face_quality")
+    if fq:
+        console.print(f"face quality: Fréchet distance {fq['frechet']:.4f} between identity embeddings of "
+                      f"{fq['generated']} samples and {fq['real']} real {fq['kind']} crops (lower is closer; "
+                      "logged in face_quality.jsonl)")
+    elif face_quality:
+        console.print("face quality: not measured (the snapshot has no aligned_face or face crops)")
     if result.get("video"):
         console.print(f"interpolation ({result['video_frames']} frames): {result['video']}")
     if result.get("memorisation"):

@@ -28,7 +28,7 @@ from . import sqlcheck
 from .clips import CLIP_SCHEMA
 from .manifest import SEGMENT_SCHEMA
 from .sandbox import DEFAULT_TIMEOUT_S, check_links, connect, lock_down, time_limit
-from .schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
+from .schema import DROP_SCHEMA, DUP_SCHEMA, EMBEDDING_DIM, EMBEDDING_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
 from .sqlcheck import check_query, one_line
 
 __all__ = ["DEFAULT_TIMEOUT_S", "VIEWS", "SchemaVersionError", "check_query", "check_where",
@@ -37,7 +37,7 @@ __all__ = ["DEFAULT_TIMEOUT_S", "VIEWS", "SchemaVersionError", "check_query", "c
 log = logging.getLogger(__name__)
 
 
-VERSIONED = ("frames", "clips", "drops", "dups")  # the dataset tables whose shards carry SCHEMA_KEY
+VERSIONED = ("frames", "clips", "drops", "dups", "embeddings")  # the dataset tables whose shards carry SCHEMA_KEY
 
 # The views, in creation order (later ones read earlier ones), with the comment each carries.
 VIEWS = {
@@ -45,6 +45,7 @@ VIEWS = {
     "clips": "consecutive frames for the temporal model",
     "drops": "frames not kept, counted per segment and reason",
     "dups": "near-duplicate links across segments, from the dedup pass",
+    "embeddings": "identity embeddings of face crops: frame_id, model, vector FLOAT[128]",
     "frames_all": "every frame row; dup_of = the in-segment mark, else the cross-segment link",
     "frames": "kept frames: frames_all where dup_of is null",
     "channels": "one row per channel: segments, hours recorded, frames kept, duplicates, drops",
@@ -57,7 +58,7 @@ class SchemaVersionError(UserError):
 
 def _schema(table: str) -> pa.Schema:
     return {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA, "dups": DUP_SCHEMA,
-            "segments": SEGMENT_SCHEMA}[table]
+            "segments": SEGMENT_SCHEMA, "embeddings": EMBEDDING_SCHEMA}[table]
 
 
 _SIMPLE_TYPES = {pa.string(): "VARCHAR", pa.binary(): "BLOB", pa.bool_(): "BOOLEAN", pa.int8(): "TINYINT",
@@ -114,6 +115,9 @@ def view_sql(root: str | Path, present: set[str]) -> dict[str, str]:
     """Each view's SELECT, given which tables have files (`present`)."""
     root = Path(root).resolve()
     sql = {t: _table_sql(root, t, present) for t in ("segments", "clips", "drops", "dups")}
+    # a fixed-size ARRAY, not Parquet's LIST: array_distance / array_cosine_distance take it as it is
+    sql["embeddings"] = (f"SELECT frame_id, model, CAST(vector AS FLOAT[{EMBEDDING_DIM}]) AS vector "
+                         f"FROM ({_table_sql(root, 'embeddings', present)})")
     frames = _table_sql(root, "frames", present)
     if "dups" in present:  # cross-segment links from the dedup pass; an in-segment mark wins
         sql["frames_all"] = (f"SELECT f.* REPLACE (coalesce(f.dup_of, d.dup_of) AS dup_of) FROM ({frames}) f "

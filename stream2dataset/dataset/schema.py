@@ -72,3 +72,14 @@ DUP_SCHEMA = pa.schema([
     ("dup_of", pa.string()),
     ("distance", pa.int8()),          # Hamming distance between the two pHashes
 ])
+
+# Identity embeddings of face crops (processing/identity.py), one row per frame and model:
+# dataset/embeddings/channel=<c>/date=<d>/<shard>.parquet, the frame's own partition. A table of its
+# own (DESIGN.md "Rows": model outputs are not fields of the frame record); the catalog's
+# `embeddings` view types `vector` as FLOAT[128] for DuckDB's array functions.
+EMBEDDING_DIM = 128
+EMBEDDING_SCHEMA = pa.schema([
+    ("frame_id", pa.string()),
+    ("model", pa.string()),           # dlib_resnet_v1
+    ("vector", pa.list_(pa.float32(), EMBEDDING_DIM)),
+])

@@ -4,7 +4,7 @@
 beside it as `<name>.dups.parquet`, since the next dedup pass rewrites the live one), each with
 its sha256, bytes and rows, plus the filter. The filter selects frames (one condition on a frame's
 own columns: it is applied again to the pinned files alone); clips come along for the segments those
-frames are from. Opening a snapshot re-hashes its files and refuses one that changed or went
+frames are from, identity embeddings for the frames themselves. Opening a snapshot re-hashes its files and refuses one that changed or went
 missing, so a run always trains on what was pinned; a snapshot file that is not one (truncated,
 edited, a filter that is not one condition, a path out of the root) is refused by name.
 """
@@ -25,7 +25,7 @@ from ..names import ARTIFACT_NAME
 from ..layout import GLOBS, SNAPSHOTS, Storage, atomic_output, atomic_write_bytes
 from .catalog import check_where, open_catalog
 from .sandbox import DEFAULT_TIMEOUT_S, connect, lock_down, time_limit
-from .schema import SCHEMA_VERSION
+from .schema import EMBEDDING_DIM, SCHEMA_VERSION
 
 
 
@@ -62,7 +62,7 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None,
             raise UserError(f"--where {where!r}: {str(err).splitlines()[0]}") from None
     if not frames:
         raise UserError(f"snapshot {name!r}: no frames{' match ' + repr(where) if where else ''}; nothing to freeze")
-    files = {table: [_entry(storage, p) for p in sorted(storage.root.glob(GLOBS[table]))] for table in ("frames", "clips")}
+    files = {table: [_entry(storage, p) for p in sorted(storage.root.glob(GLOBS[table]))] for table in ("frames", "clips", "embeddings")}
     dups = sorted(storage.root.glob(GLOBS["dups"]))
     if dups:  # the live links file is rewritten by every dedup pass: keep this one's copy
         copy = snapshots_dir(storage) / f"{name}.dups.parquet"
@@ -158,7 +158,7 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
 
 
 def open_snapshot(storage: Storage, name: str) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views `frames_all`, `frames` and `clips` over exactly the
+    """A DuckDB connection with views `frames_all`, `frames`, `clips` and `embeddings` over exactly the
     snapshot's files, filter applied (frames: unique only; clips: of the selected segments).
     It reads only files under the root (the filter was checked to be one condition, this is the
     second line of defence)."""
@@ -182,5 +182,8 @@ def open_snapshot(storage: Storage, name: str) -> duckdb.DuckDBPyConnection:
     if tables.get("clips") and tables.get("frames"):
         con.execute(f"CREATE VIEW clips AS SELECT * FROM read_parquet({files('clips')}) "
                     "WHERE segment_id IN (SELECT segment_id FROM frames_all)")
+    if tables.get("embeddings") and tables.get("frames"):  # identity embeddings of the selected frames
+        con.execute(f"CREATE VIEW embeddings AS SELECT frame_id, model, CAST(vector AS FLOAT[{EMBEDDING_DIM}]) AS vector "
+                    f"FROM read_parquet({files('embeddings')}) WHERE frame_id IN (SELECT frame_id FROM frames_all)")
     lock_down(con, storage.root)
     return con

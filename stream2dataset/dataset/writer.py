@@ -35,10 +35,10 @@ import pyarrow as pa
 
 from ..layout import Storage, atomic_output, atomic_write_bytes
 from .clips import CLIP_SCHEMA
-from .schema import DROP_SCHEMA, FRAME_SCHEMA
+from .schema import DROP_SCHEMA, EMBEDDING_SCHEMA, FRAME_SCHEMA
 from .shards import read_shard, write_shards
 
-TABLES = {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA}
+TABLES = {"frames": FRAME_SCHEMA, "clips": CLIP_SCHEMA, "drops": DROP_SCHEMA, "embeddings": EMBEDDING_SCHEMA}
 
 
 # A temp file untouched this long has no live writer: writers fill theirs without pause, and even

@@ -28,6 +28,7 @@ from .decode import SampledFrame, sample_frames
 from .detect import Face, FaceDetector, centre_inside, nms
 from .facecam import Box, FacecamEstimate, estimate_facecam
 from .hashing import mark_near_duplicates, phash64
+from .identity import EMBEDDED_KINDS, FaceEmbedder
 from .person import PersonSegmenter, person_box
 from ..transforms import apply_chain, chain_names, parse_chain
 
@@ -134,6 +135,8 @@ class WindowProcessor:
         self.detector = FaceDetector(min_score=min(0.5, processing.min_face_score), method=processing.detector) \
             if any(k in FACE_KINDS for k in processing.outputs) else None
         self.segmenter = PersonSegmenter() if any(k in PERSON_KINDS for k in processing.outputs) else None
+        self.embedder = FaceEmbedder() if processing.embeddings and any(k in EMBEDDED_KINDS for k in processing.outputs) \
+            else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         windows = [dict(zip(batch, values)) for values in zip(*batch.values())]
@@ -182,6 +185,10 @@ class WindowProcessor:
         lap("encode")
         stage_rows(self.storage, "frames", win["segment_id"], wid, rows, float(win["start_ts"]))
         lap("write")
+        if self.embedder is not None:  # after the frames: their rows name the partition the embeddings join
+            stage_rows(self.storage, "embeddings", win["segment_id"], wid, self._embeddings(crops, rows),
+                       float(win["start_ts"]))
+            lap("embed")
         clips = self._clips(win, source, wid, cam, drops) if self.cfg.clips.enabled and frames else 0
         lap("clips")
         start = datetime.fromtimestamp(float(win["start_ts"]), timezone.utc)
@@ -249,6 +256,14 @@ class WindowProcessor:
                          image_format=self.cfg.image_format) for clip in clips]
         stage_rows(self.storage, "clips", win["segment_id"], wid, rows, float(win["start_ts"]))
         return len(rows)
+
+    def _embeddings(self, crops: list[tuple[int, Crop]], rows: list[dict]) -> list[dict]:
+        """Identity embeddings of the face crops, from the crop as cut (before the transforms, which
+        may recolour it), one row per frame row of an embedded kind."""
+        picked = [(c, r) for (_, c), r in zip(crops, rows) if c.kind in EMBEDDED_KINDS]
+        vectors = self.embedder.embed([c.image for c, _ in picked], [c.kind for c, _ in picked], self.cfg.face_margin)
+        return [{"frame_id": r["frame_id"], "model": self.embedder.model, "vector": v.tolist()}
+                for (_, r), v in zip(picked, vectors)]
 
     def _silhouettes(self, frames: list[SampledFrame]) -> tuple[list[SampledFrame], Box | None]:
         """Person masks as white-on-black frames, and the box around the person in all of them."""

@@ -72,15 +72,17 @@ def _labels(labels, n: int, device) -> torch.Tensor | None:
 @torch.no_grad()
 def ddim_sample(unet: UNet2DModel, s: DiffusionSettings, n: int, *, generator: torch.Generator | None,
                 labels: torch.Tensor | Sequence[int] | int | None = None, steps: int | None = None,
-                latents: torch.Tensor | None = None, batch_size: int = 64) -> torch.Tensor:
+                latents: torch.Tensor | None = None, batch_size: int = 64, clip: bool = True) -> torch.Tensor:
     """`n` images [n, 3, H, W] in [-1, 1] by deterministic DDIM (eta 0) on the unet's device.
 
     Same generator seed (or same `latents`) gives the same images. `labels`: one int for all, or
-    one per image, for a class-conditioned unet. Returns a CPU float tensor.
+    one per image, for a class-conditioned unet. `clip`: clamp each step's predicted x0 to the image
+    range (off to decode latents from DDIM inversion, which does not clamp: it must mirror it).
+    Returns a CPU float tensor.
     """
     # "trailing" starts at the last training timestep: the latents are pure noise, and DDIM's
     # default "leading" spacing would first denoise them as if partly clean (t=980 of 1000).
-    sched = DDIMScheduler.from_config(build_scheduler(s).config, timestep_spacing="trailing")
+    sched = DDIMScheduler.from_config(build_scheduler(s).config, timestep_spacing="trailing", clip_sample=clip)
     sched.set_timesteps(steps or s.sample_steps)
     if latents is None:
         latents = torch.randn((n, 3, s.resolution, s.resolution), generator=generator,

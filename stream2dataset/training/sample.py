@@ -50,7 +50,7 @@ def _stamp() -> str:
 
 def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | None = None, seed: int = 0,
                      steps: int | None = None, interpolate: bool = False, memorisation: bool = True,
-                     seconds: float = 6.0, fps: float = 8.0) -> dict:
+                     seconds: float = 6.0, fps: float = 8.0, face_quality: bool = True) -> dict:
     from .diffusion import ddim_sample, interpolation_latents  # deferred on purpose: diffusers, only here
 
     folder, info, cfg, unet, step = _load(storage, run, "diffusion")
@@ -71,6 +71,13 @@ def sample_diffusion(storage: Storage, run: str, *, n: int = 64, out: Path | Non
                                     labels=torch.zeros(frames, dtype=torch.long, device=device) if classes else None))
         video = (out.with_suffix(".mp4") if out else folder / f"interpolate-{stamp}.mp4")
         result.update(video=write_mp4(video, walk, fps), video_frames=frames)
+    if face_quality:  # identity embeddings of samples against real crops; logged in the run's folder
+        from .morph import face_quality as quality, log_face_quality
+
+        fq = quality(storage, info["snapshot"]["name"], images, s.resolution)
+        if fq is not None:
+            log_face_quality(folder, step, fq)
+        result["face_quality"] = fq
     if memorisation:
         result.update(memorisation_check(storage, info["snapshot"]["name"], images,
                                          (out.with_name(out.stem + "-memorisation.png") if out
