@@ -23,6 +23,7 @@ name are removed, so a re-run never links a frame twice.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -79,21 +80,25 @@ def _greedy(kinds: np.ndarray, codes: np.ndarray, radius: int, find) -> tuple[np
     return dup_of, dist
 
 
-def dedup_dataset(storage: Storage, radius: int, use_ray: bool = False, rebuild: bool = False) -> dict:
+def dedup_dataset(storage: Storage, radius: int, use_ray: bool = False, rebuild: bool = False,
+                  before_publish: Callable[[], None] | None = None) -> dict:
     """Link the frames no round has seen yet (or all of them, with `rebuild`); returns a small
-    report. `use_ray` spreads a full pass over the cluster (a round is small)."""
+    report. `use_ray` spreads a full pass over the cluster (a round is small). `before_publish` runs
+    once the new files are written, before the index names them (tests stop there, as a kill would)."""
     t0 = time.perf_counter()
     index = DedupIndex.open(storage)
     files = shard_files(storage)
+    publish = before_publish or (lambda: None)
     if rebuild or not index.exists or index.state["radius"] != radius:
-        report = _full_pass(storage, index, files, radius, find_duplicates_ray if use_ray else find_duplicates)
+        find = find_duplicates_ray if use_ray else find_duplicates
+        report = _full_pass(storage, index, files, radius, find, publish)
     else:
-        report = _round(storage, index, files, radius)
+        report = _round(storage, index, files, radius, publish)
     return {**report, "radius": radius, "seconds": round(time.perf_counter() - t0, 3),
             "path": str(storage.table_dir("dups")), "runs": len(index.state["runs"]), "round": index.state["round"]}
 
 
-def _round(storage: Storage, index: DedupIndex, files: dict, radius: int) -> dict:
+def _round(storage: Storage, index: DedupIndex, files: dict, radius: int, before_publish) -> dict:
     seen = index.state["shards"]
     table = frame_hashes(storage, [rel for rel, st in files.items() if seen.get(rel) != st])
     known, read = index.members(table["frame_id"])
@@ -126,6 +131,7 @@ def _round(storage: Storage, index: DedupIndex, files: dict, radius: int) -> dic
     index.state["runs"].append(run)
     index.state["round"] = round_no
     _merge_small_runs(storage, index, radius)
+    before_publish()
     index.publish()
     report["linked"] = links.num_rows
     return report
@@ -144,7 +150,7 @@ def _merge_small_runs(storage: Storage, index: DedupIndex, radius: int) -> None:
         runs[-2:] = [index.write_run(f"{first}-{last}-g{index.state['gen'] + 1}", tables, links)]
 
 
-def _full_pass(storage: Storage, index: DedupIndex, files: dict, radius: int, find) -> dict:
+def _full_pass(storage: Storage, index: DedupIndex, files: dict, radius: int, find, before_publish) -> dict:
     """Every shard's frames in canonical order, from scratch; the index becomes one run."""
     table = frame_hashes(storage, list(files))
     # Rounds from the index; frames it lacks are this pass's round (0 for a new index).
@@ -174,5 +180,6 @@ def _full_pass(storage: Storage, index: DedupIndex, files: dict, radius: int, fi
     name = f"r0000000-{last_round:07d}-g{index.state['gen'] + 1}"
     index.state["runs"] = [index.write_run(name, build_run(table["frame_id"], codes, kinds, seq, dup_of < 0,
                                                            band_plan(radius)[0]), links)]
+    before_publish()
     index.publish()
     return {"mode": "rebuild", "frames": len(ids), "linked": links.num_rows, "index_rows_read": 0}
