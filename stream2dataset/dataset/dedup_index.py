@@ -212,7 +212,7 @@ class DedupIndex:
 
     @classmethod
     def open(cls, storage: Storage) -> DedupIndex:
-        storage.pull(DEDUP, mirror=True)
+        storage.pull(DEDUP, TABLES["dups"], mirror=True)  # merges read the runs' links files
         path = storage.root / DEDUP / "index.json"
         index = cls(storage, json.loads(path.read_text()) if path.exists() else None)
         index.remove_unlisted()

@@ -210,3 +210,21 @@ def test_snapshots_pin_every_links_file_and_radius_changes_rebuild(tmp_path):
     history.add(60, 2, kinds=("facecam",))
     assert dedup_dataset(storage, radius=2)["mode"] == "incremental"
     assert live_links(storage) == history.reference(2)
+
+
+def test_rounds_on_an_object_store_root_continue_on_another_node(tmp_path, s3):
+    """The index lives in the store: a node with an empty working copy pulls it and goes on."""
+    first = Storage(tmp_path / "node1", f"{s3}/data")
+    history = History(first, seed=5)
+    history.add(120, 0)
+    dedup_dataset(first, radius=4)
+    history.add(60, 1)
+    dedup_dataset(first, radius=4)
+    second = Storage(tmp_path / "node2", f"{s3}/data")
+    history.storage = second
+    history.add(60, 2)
+    report = dedup_dataset(second, radius=4)
+    assert report["mode"] == "incremental" and report["round"] == 2 and report["frames"] > 0
+    assert live_links(second) == history.reference(4)
+    assert dedup_dataset(first, radius=4)["frames"] == 0  # the first node pulls round 2: nothing new
+    assert live_links(first) == history.reference(4)
