@@ -94,7 +94,7 @@ def id_keys(frame_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if n == 0:
         return np.empty(0, np.uint64)
     offsets = np.frombuffer(ids.buffers()[1], np.int32)[ids.offset:ids.offset + n + 1]
-    data = np.frombuffer(ids.buffers()[2], np.uint8)
+    data = np.frombuffer(ids.buffers()[2] or b"\0", np.uint8)
     starts = offsets[:-1].astype(np.int64)
     hexed = np.diff(offsets) == 24
     keys = np.zeros(n, np.uint64)
