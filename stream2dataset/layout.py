@@ -36,6 +36,7 @@ TABLES = {t: f"{DATASET}/{t}" for t in ("frames", "clips", "drops", "dups", "emb
 STAGING = f"{DATASET}/_staging"              # rows of windows staged before their segment commits
 COMMITS = f"{DATASET}/_commits"              # commit intents: a killed commit is finished from them
 DONE = f"{DATASET}/_done"                    # completion markers, one per processed segment
+DEDUP = f"{DATASET}/_dedup"                  # the dedup index: index.json + runs/ (dedup_index.py)
 THUMBNAILS = f"{DATASET}/thumbnails"
 EMBEDDING_INDEX = f"{DATASET}/_index"         # the lookalike vector index (faiss) over the embeddings
 SNAPSHOTS = "snapshots"                      # <name>.json (+ the dedup links each pins)
@@ -191,9 +192,9 @@ class Storage:
         return self.table_dir(table) / f"channel={channel}" / f"date={day}"
 
     @property
-    def dups_links(self) -> Path:
-        """The dedup pass's links (one file, rewritten whole)."""
-        return self.table_dir("dups") / "links-0000.parquet"
+    def dups_links(self) -> list[Path]:
+        """The dedup pass's links files (one per run of the dedup index)."""
+        return sorted(self.root.glob(GLOBS["dups"]))
 
     def stage_dir(self, segment_id: str) -> Path:
         """Where processing stages one segment's window rows until the segment commits."""

@@ -19,6 +19,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 # bench script -> its smallest settings ({tmp}: a fresh folder of the test's own)
 SMALLEST = {
     "dedup.py": ["--sizes", "2000", "--repeat", "1", "--prefix", "1000", "--samples", "10"],
+    "dedup_index.py": ["--history", "2000", "--new", "200", "--rounds", "2"],
     "stats.py": ["--rows", "2000", "--repeat", "1", "--root", "{tmp}/stats"],
     "write_speed.py": ["--rows", "200", "--segments", "2", "--repeat", "1"],
     "process_accuracy.py": ["--split", "tune", "--limit", "2"],

@@ -65,7 +65,8 @@ def test_record_process_query_train_on_an_s3_root(tmp_path, s3, hls, footage, ra
     raw = {k for k in keys if k.startswith("data/raw/")}  # retention removed the processed ones from the store
     assert raw == {f"data/{s['key']}" for s in left} and len(raw) < len(rows)
     assert not [k for k in keys if "/_staging/" in k or "/_commits/" in k]  # commits cleaned up
-    assert "data/dataset/dups/links-0000.parquet" in keys and "data/catalog.duckdb" not in keys
+    assert "data/dataset/_dedup/index.json" in keys and "data/catalog.duckdb" not in keys
+    assert [k for k in keys if k.startswith("data/dataset/dups/links-")]  # the dedup index's links files
     frames = count(storage, "SELECT count(*) FROM frames_all")
     assert frames > 0
     assert process(cfg, pending_segments(storage))["segments"] == 0  # a re-run adds nothing

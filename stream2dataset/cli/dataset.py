@@ -119,9 +119,14 @@ def preview(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 @app.command()
 def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
           radius: Annotated[Optional[int], typer.Option(min=0, max=16, help="pHash bits; default dataset.dedup_radius")] = None,
-          use_ray: Annotated[bool, typer.Option("--ray", help="spread the index over the Ray cluster")] = False,
+          use_ray: Annotated[bool, typer.Option("--ray", help="spread a full pass over the Ray cluster")] = False,
+          rebuild: Annotated[bool, typer.Option("--rebuild", help="a full pass over every frame, which rebuilds "
+                                                                  "the dedup index")] = False,
           address: AddressOpt = None) -> None:
-    """Link near-duplicate frames across segments and channels (the earliest is kept; nothing is deleted)."""
+    """Link near-duplicate frames across segments and channels (the earliest is kept; nothing is deleted).
+
+    Links the frames no earlier round has seen, against the dedup index (dataset/_dedup); the first
+    run, --rebuild and another --radius make a full pass over every frame instead."""
     from ..dataset.dedup_pass import dedup_dataset
     from ..layout import Storage
 
@@ -130,9 +135,10 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
         cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
     r = radius if radius is not None else cfg.dataset.dedup_radius
     with console.status(f"deduplicating frames within {r} bits of pHash..."):
-        report = dedup_dataset(Storage.of(cfg), r, use_ray=use_ray)
-    console.print(f"{report['frames']:,} frames, {report['linked']:,} linked as near-duplicates of an earlier "
-                  f"frame (radius {r}) in {report['seconds']:.1f} s; links: {report['path']}")
+        report = dedup_dataset(Storage.of(cfg), r, use_ray=use_ray, rebuild=rebuild)
+    what = "full pass" if report["mode"] == "rebuild" else f"round {report['round']}, new"
+    console.print(f"{report['frames']:,} frames ({what}), {report['linked']:,} linked as near-duplicates of an "
+                  f"earlier frame (radius {r}) in {report['seconds']:.1f} s; links: {report['path']}")
 
 
 

@@ -1,7 +1,7 @@
 """Snapshots: a frozen dataset version that a training run pins.
 
 `snapshots/<name>.json` lists the exact shard files (frames, clips, the dedup links copied
-beside it as `<name>.dups.parquet`, since the next dedup pass rewrites the live one), each with
+beside it as `<name>.dups.parquet`, since dedup rounds merge and replace the live ones), each with
 its sha256, bytes and rows, plus the filter. The filter selects frames (one condition on a frame's
 own columns: it is applied again to the pinned files alone); clips come along for the segments those
 frames are from, identity embeddings for the frames themselves. Opening a snapshot re-hashes its files and refuses one that changed or went
@@ -12,11 +12,11 @@ edited, a filter that is not one condition, a path out of the root) is refused b
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UserError
@@ -64,10 +64,10 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None,
         raise UserError(f"snapshot {name!r}: no frames{' match ' + repr(where) if where else ''}; nothing to freeze")
     files = {table: [_entry(storage, p) for p in sorted(storage.root.glob(GLOBS[table]))] for table in ("frames", "clips", "embeddings")}
     dups = sorted(storage.root.glob(GLOBS["dups"]))
-    if dups:  # the live links file is rewritten by every dedup pass: keep this one's copy
+    if dups:  # dedup rounds merge and replace the live links files: keep this one's copy, as one file
         copy = snapshots_dir(storage) / f"{name}.dups.parquet"
         with atomic_output(copy) as tmp:
-            shutil.copyfile(dups[0], tmp)
+            pq.write_table(pa.concat_tables([pq.read_table(p) for p in dups]).sort_by("frame_id"), tmp)
         files["dups"] = [_entry(storage, copy)]
     manifest = {"name": name, "created": datetime.now(timezone.utc).isoformat(), "where": where,
                 "schema_version": SCHEMA_VERSION, "frames": frames, "files": files}

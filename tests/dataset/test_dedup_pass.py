@@ -34,12 +34,14 @@ def test_links_across_segments_and_channels_earliest_kept(tmp_path):
     # Same code as a[0] but another kind: never linked.
     c = make(storage, "twitch.alice.s2", "alice", [BASE], 200, kind="silhouette")
     report = dedup_dataset(storage, radius=4)
-    assert report["frames"] == 5 and report["linked"] == 1
-    links = pq.read_table(storage.dups_links).to_pylist()
+    assert report["frames"] == 5 and report["linked"] == 1 and report["mode"] == "rebuild"  # no index yet
+    [path] = storage.dups_links
+    links = pq.read_table(path).to_pylist()
     assert links == [{"frame_id": b[0], "dup_of": a[0], "distance": 3}]
-    first = storage.dups_links.read_bytes()
-    dedup_dataset(storage, radius=4)  # idempotent: the same file again
-    assert storage.dups_links.read_bytes() == first
+    first = path.read_bytes()
+    again = dedup_dataset(storage, radius=4)  # idempotent: nothing new, the same file
+    assert again["mode"] == "incremental" and again["frames"] == 0
+    assert storage.dups_links == [path] and path.read_bytes() == first
 
     con = open_catalog(storage.root)
     kept = {r[0] for r in con.execute("SELECT frame_id FROM frames").fetchall()}
@@ -50,7 +52,7 @@ def test_links_across_segments_and_channels_earliest_kept(tmp_path):
 
 def test_radius_zero_and_an_empty_dataset(tmp_path):
     storage = Storage(tmp_path)
-    assert dedup_dataset(storage, radius=4)["linked"] == 0 and storage.dups_links.exists()
+    assert dedup_dataset(storage, radius=4)["linked"] == 0 and len(storage.dups_links) == 1
     make(storage, "twitch.alice.s1", "alice", [BASE, BASE ^ 1, BASE], 0)
     report = dedup_dataset(storage, radius=0)
     assert report["linked"] == 1  # only the exact copy
@@ -67,7 +69,12 @@ def test_dedup_and_snapshot_commands(tmp_path, cli):
         return done.returncode, done.stdout + done.stderr
 
     code, out = run("dedup")
-    assert code == 0 and "3 frames, 1 linked" in out
+    assert code == 0 and "3 frames (full pass), 1 linked" in out
+    make(storage, "twitch.alice.s2", "alice", [BASE ^ 0b1], 100)
+    code, out = run("dedup")
+    assert code == 0 and "1 frames (round 1, new), 1 linked" in out
+    code, out = run("dedup", "--rebuild")
+    assert code == 0 and "4 frames (full pass), 2 linked" in out
     code, out = run("snapshot", "v1", "--where", "kind = 'facecam'")
     assert code == 0 and "snapshot v1: 2 frames where kind = 'facecam'" in out
     code, out = run("snapshot", "v1")

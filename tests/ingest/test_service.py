@@ -161,7 +161,7 @@ def test_up_processes_new_segments_and_applies_retention(tmp_path, hls, footage,
     backlog = service.status()["processing"]["backlog"]  # what is waiting, counted at each round
     service.down()
     assert isinstance(backlog, int) and backlog >= 0
-    assert (storage.root / "dataset" / "dups" / "links-0000.parquet").exists()
+    assert storage.dups_links and (storage.root / "dataset" / "_dedup" / "index.json").exists()
     rows = read_segments(storage).to_pylist()
     done = [r for r in rows if storage.done_marker(r["segment_id"]).exists()]
     assert done, "no segment was processed"
