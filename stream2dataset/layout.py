@@ -29,6 +29,7 @@ PART_SUFFIX = ".part"
 RAW = "raw"                                  # raw/<platform>/<channel>/<YYYY-MM-DD>/<start>.ts
 MANIFESTS = "manifests"
 MANIFEST = f"{MANIFESTS}/segments"           # one Parquet row file per committed segment
+PERIODS = "_periods"                         # <channel>/_periods/<period>.<id>.parquet: closed hours, days, months
 ARCHIVES = f"{MANIFESTS}/archives"           # yt-dlp download archives, one per channel
 COMMITTED = f"{MANIFESTS}/committed"         # what each recorder committed (keyframes, sequences)
 DATASET = "dataset"
@@ -36,6 +37,8 @@ TABLES = {t: f"{DATASET}/{t}" for t in ("frames", "clips", "drops", "dups")}  # 
 STAGING = f"{DATASET}/_staging"              # rows of windows staged before their segment commits
 COMMITS = f"{DATASET}/_commits"              # commit intents: a killed commit is finished from them
 DONE = f"{DATASET}/_done"                    # completion markers, one per processed segment
+COMPACT = f"{DATASET}/_compact"              # compaction intents (+ a lock): a killed compaction is finished
+RETIRED = f"{DATASET}/_retired"              # compacted shards a snapshot still pins, at their old place below
 THUMBNAILS = f"{DATASET}/thumbnails"
 SNAPSHOTS = "snapshots"                      # <name>.json (+ the dedup links each pins)
 RUNS = "runs"                                # training runs: checkpoints, samples, metrics
@@ -48,8 +51,9 @@ LOCAL_ONLY = (CATALOG, ".cache")             # what never travels to an object s
 # Fixed depths, not `**`; hidden temp files end in .tmp and never match.
 GLOBS = {**{t: f"{TABLES[t]}/*/*/*.parquet" for t in ("frames", "clips", "drops")},
          "dups": f"{TABLES['dups']}/*.parquet", "segments": f"{MANIFEST}/*/*.parquet"}
+PERIOD_GLOB = f"{MANIFEST}/*/{PERIODS}/*.parquet"  # the manifest's compacted rows (the segments view reads both)
 # What a reader (SQL, stats, previews) needs in its working copy of an object-store root.
-READ_SET = (MANIFEST, *TABLES.values(), SNAPSHOTS)
+READ_SET = (MANIFEST, *TABLES.values(), SNAPSHOTS, COMPACT)
 # Folders no export or rendered file may be written into.
 DATA_FOLDERS = (DATASET, SNAPSHOTS, MANIFESTS, RAW, QUARANTINE)
 

@@ -23,9 +23,10 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import UserError
-from ..layout import CATALOG, GLOBS, atomic_output
+from ..layout import CATALOG, GLOBS, MANIFEST, PERIOD_GLOB, TABLES, atomic_output
 from . import sqlcheck
 from .clips import CLIP_SCHEMA
+from .live import hidden
 from .manifest import SEGMENT_SCHEMA
 from .sandbox import DEFAULT_TIMEOUT_S, check_links, connect, lock_down, time_limit
 from .schema import DROP_SCHEMA, DUP_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
@@ -80,12 +81,26 @@ def _quote(text: Path | str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def _table_sql(root: Path, table: str, present: set[str]) -> str:
+def _sources(root: Path, table: str) -> list[str]:
+    """The globs a table's view reads: the manifest has per-segment files and compacted period files."""
+    if table != "segments":
+        return [GLOBS[table]]
+    return [g for g in (GLOBS["segments"], PERIOD_GLOB) if next(root.glob(g), None) is not None] or [GLOBS[table]]
+
+
+def _table_sql(root: Path, table: str, present: set[str], hide: tuple[str, ...] = ()) -> str:
     if table in present:
+        globs = "[" + ", ".join(_quote(root / g) for g in _sources(root, table)) + "]"
         # hive_partitioning off: channel is a real column and the folder name would clash with it;
         # union_by_name: shards of an older schema version may lack newer columns.
-        return (f"SELECT * FROM read_parquet({_quote(root / GLOBS[table])}, hive_partitioning=false, "
-                "union_by_name=true)")
+        base = str(root / (MANIFEST if table == "segments" else TABLES[table])) + "/"
+        mine = [h for h in hide if h.startswith(base)]
+        if not mine:
+            return f"SELECT * FROM read_parquet({globs}, hive_partitioning=false, union_by_name=true)"
+        # A compaction is under way: skip the files it hides (DuckDB prunes them by name, unread).
+        skip = " OR ".join(f"starts_with(filename, {_quote(h)})" for h in mine)
+        return (f"SELECT * EXCLUDE (filename) FROM read_parquet({globs}, hive_partitioning=false, "
+                f"union_by_name=true, filename=true) WHERE NOT ({skip})")
     cols = ", ".join(f'CAST(NULL AS {_sql_type(f.type)}) AS "{f.name}"' for f in _schema(table))
     return f"SELECT {cols} LIMIT 0"
 
@@ -113,8 +128,9 @@ ORDER BY channel"""
 def view_sql(root: str | Path, present: set[str]) -> dict[str, str]:
     """Each view's SELECT, given which tables have files (`present`)."""
     root = Path(root).resolve()
-    sql = {t: _table_sql(root, t, present) for t in ("segments", "clips", "drops", "dups")}
-    frames = _table_sql(root, "frames", present)
+    hide = hidden(root)
+    sql = {t: _table_sql(root, t, present, hide) for t in ("segments", "clips", "drops", "dups")}
+    frames = _table_sql(root, "frames", present, hide)
     if "dups" in present:  # cross-segment links from the dedup pass; an in-segment mark wins
         sql["frames_all"] = (f"SELECT f.* REPLACE (coalesce(f.dup_of, d.dup_of) AS dup_of) FROM ({frames}) f "
                              "LEFT JOIN (SELECT frame_id, min(dup_of) AS dup_of FROM dups GROUP BY frame_id) d "
@@ -129,7 +145,8 @@ def view_sql(root: str | Path, present: set[str]) -> dict[str, str]:
 def tables_with_files(root: str | Path) -> set[str]:
     """The tables that have at least one shard (stops at the first file found in each)."""
     root = Path(root)
-    return {t for t, pattern in GLOBS.items() if next(root.glob(pattern), None) is not None}
+    found = {t for t, pattern in GLOBS.items() if next(root.glob(pattern), None) is not None}
+    return found | ({"segments"} if next(root.glob(PERIOD_GLOB), None) is not None else set())
 
 
 def _signature(sql: dict[str, str]) -> str:

@@ -1,0 +1,192 @@
+"""Compaction: the manifest's closed periods and small shards merged, the same rows seen before,
+during (at every step, and after a kill) and after; snapshots kept whole until `snapshot rm`."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from stream2dataset.dataset import commit_segments
+from stream2dataset.dataset.catalog import query
+from stream2dataset.dataset.compaction import (Busy, begin, compact, compaction_lock, plan_compaction, publish,
+                                               recover_compactions, write_outputs)
+from stream2dataset.dataset.manifest import (has_segment, manifest_files, pending_segments, read_segments,
+                                             write_segment)
+from stream2dataset.dataset.snapshots import create_snapshot, load_snapshot, open_snapshot, remove_snapshot
+from stream2dataset.layout import COMPACT, RETIRED, Storage
+
+from .test_writer import stage_segments
+
+H0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
+NOW = (H0 + timedelta(hours=3, minutes=30)).timestamp()  # hours 9-11 of 2026-03-02 closed; the day not
+
+
+def manifest_row(storage: Storage, channel: str, start: datetime, raw: bool) -> dict:
+    key = start.strftime("%Y%m%dT%H%M%S.000Z")
+    path = storage.segment_path("twitch", channel, start, key)
+    if raw:  # a raw file still there and no done marker: processing has not finished it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"ts")
+    return {"segment_id": storage.segment_id("twitch", channel, key), "channel": channel, "platform": "twitch",
+            "source": f"https://twitch.tv/{channel}", "source_id": None, "title": None,
+            "path": path.relative_to(storage.root).as_posix(), "start": start, "end": start + timedelta(minutes=10),
+            "duration_s": 600.0, "bytes": 1000, "video_codec": "h264", "width": 1280, "height": 720, "fps": 30.0,
+            "audio_codec": "aac", "sha256": "0" * 64, "status": "ok", "config_hash": "abc",
+            "recorded_at": start + timedelta(minutes=10)}
+
+
+@pytest.fixture
+def storage(tmp_path):
+    (tmp_path / "stream2dataset.yaml").write_text("storage:\n  root: root\ndataset:\n  shard_target_mb: 0.05\n")
+    storage = Storage(tmp_path / "root")
+    commit_segments(storage, stage_segments(storage, segments=6, windows=3, rows=10, image_bytes=200),
+                    target_mb=0.002)  # many small shards
+    for channel in ("alice", "bob"):
+        for i in range(24):  # 10-minute segments over four hours: 09:00 to 12:50
+            start = H0 + timedelta(minutes=10 * i)
+            path = write_segment(storage, manifest_row(storage, channel, start, raw=(channel == "bob" and i == 3)))
+            os.utime(path, (start.timestamp() + 700,) * 2)  # written as the segment ended
+    return storage
+
+
+def view(storage: Storage) -> dict:
+    """What every reader sees: SQL counts and ids, the manifest's rows, pending work."""
+    counts = {t: query(storage.root, f"SELECT count(*), count(DISTINCT {key}) FROM {t}")[0].to_pylist()[0]
+              for t, key in (("segments", "segment_id"), ("frames_all", "frame_id"), ("drops", "segment_id"))}
+    drops = query(storage.root, "SELECT sum(count) AS n FROM drops")[0].to_pylist()[0]["n"]
+    return {"sql": counts, "drops": drops, "manifest": sorted(read_segments(storage)["segment_id"].to_pylist()),
+            "pending": [s["segment_id"] for s in pending_segments(storage)]}
+
+
+def files(storage: Storage) -> dict[str, int]:
+    return {p.relative_to(storage.root).as_posix(): p.stat().st_mtime_ns
+            for p in storage.root.rglob("*") if p.is_file() and ".cache" not in p.parts and p.name != "catalog.duckdb"}
+
+
+def test_readers_see_the_same_rows_in_fewer_files(storage):
+    before = view(storage)
+    assert len(before["manifest"]) == 48 and before["pending"] == ["twitch.bob.20260302T093000.000Z"]
+    shards_before = len(list(storage.table_dir("frames").rglob("*.parquet")))
+    done = compact(storage, target_mb=0.05, now=NOW)
+    assert view(storage) == before
+    periods = sorted(p.relative_to(storage.segments_manifest).as_posix() for p in manifest_files(storage.root)
+                     if "_periods" in p.parts)
+    # Hours 9, 10 and 11 closed (with 10 min of grace after their end): one file each per channel;
+    # bob's 09 holds the unprocessed segment, so it is marked open and pending work still finds it.
+    assert [p.split(".")[0] for p in periods] == ["alice/_periods/2026-03-02T09", "alice/_periods/2026-03-02T10",
+                                                  "alice/_periods/2026-03-02T11", "bob/_periods/2026-03-02T09",
+                                                  "bob/_periods/2026-03-02T10", "bob/_periods/2026-03-02T11"]
+    assert [p for p in periods if p.endswith(".open.parquet")] == [periods[3]]
+    # The periods, hour 12's segments as they were, and 11:50's: its file was written after 12:00
+    # (only a file older than the last closed hour's end is surely of a closed hour; it goes next time).
+    assert len(manifest_files(storage.root)) == 6 + 2 * 7
+    assert has_segment(storage, "alice", "twitch.alice.20260302T090000.000Z")
+    assert not has_segment(storage, "alice", "twitch.alice.20260302T090000.001Z")
+    frames_after = sorted(storage.table_dir("frames").rglob("*.parquet"))
+    assert len(frames_after) < shards_before and all(p.name.startswith("compact-") for p in frames_after)
+    assert not list((storage.root / COMPACT).glob("*.json"))
+    assert any(g["table"] == "frames" for g in done)
+
+    # The next day: the hours go into the day's file, the segments of hour 12 too.
+    compact(storage, target_mb=0.05, now=(H0 + timedelta(days=1)).timestamp())
+    assert view(storage) == before
+    assert sorted(p.relative_to(storage.segments_manifest).as_posix().split(".")[0]
+                  for p in manifest_files(storage.root)) == ["alice/_periods/2026-03-02", "bob/_periods/2026-03-02"]
+    assert compact(storage, target_mb=0.05, now=(H0 + timedelta(days=1)).timestamp()) == []  # nothing left due
+
+
+def test_dry_run_changes_nothing(storage, cli):
+    before = files(storage)
+    out = cli(storage.root, "compact", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "would merge" in out.stdout and "dry run: nothing changed" in out.stdout
+    assert files(storage) == before
+    out = cli(storage.root, "compact")
+    assert out.returncode == 0 and "merged" in out.stdout
+    assert files(storage) != before
+    assert cli(storage.root, "compact").stdout.strip() == "nothing to compact"
+
+
+def test_a_snapshot_survives_compaction_until_removed(storage, cli):
+    first = create_snapshot(storage, "v1")
+    create_snapshot(storage, "v2", where="channel = 'alice'")
+    count = open_snapshot(storage, "v1").execute("SELECT count(*) FROM frames_all").fetchall()
+    compact(storage, target_mb=0.05, now=NOW)
+    load_snapshot(storage, "v1")  # every pinned file there, sha256 checked
+    assert open_snapshot(storage, "v1").execute("SELECT count(*) FROM frames_all").fetchall() == count
+    retired = sorted(p.relative_to(storage.root / RETIRED).as_posix() for p in (storage.root / RETIRED).rglob("*.parquet"))
+    assert retired == sorted(e["path"] for e in first["files"]["frames"] + first["files"]["clips"])
+    assert query(storage.root, "SELECT count(*) AS n FROM frames_all")[0].to_pylist() == [{"n": count[0][0]}]
+
+    out = cli(storage.root, "snapshot", "rm", "v1")
+    assert out.returncode == 0 and "freed" in out.stdout, out.stderr
+    pinned_by_v2 = {e["path"] for e in load_snapshot(storage, "v2")["files"]["frames"]}
+    left = {p.relative_to(storage.root / RETIRED).as_posix() for p in (storage.root / RETIRED).rglob("*.parquet")}
+    assert left == pinned_by_v2 and left  # v2 pins alice's files: they stay
+    assert open_snapshot(storage, "v2").execute("SELECT count(DISTINCT channel) FROM frames").fetchall() == [(1,)]
+    assert remove_snapshot(storage, "v2") and not list((storage.root / RETIRED).rglob("*.parquet"))
+    assert not (storage.snapshots_dir / "v1.json").exists()
+
+
+def test_every_step_and_its_recovery_show_the_same_rows(storage):
+    before = view(storage)
+    for stop in ("begin", "write", "publish"):
+        with compaction_lock(storage):
+            groups = plan_compaction(storage, 0.05, NOW)
+            assert groups
+            intent = begin(storage, groups)
+            assert view(storage) == before, "after the intent"
+            if stop in ("write", "publish"):
+                write_outputs(storage, intent, 0.05)
+                assert view(storage) == before, "new files written, not published"
+            if stop == "publish":
+                publish(storage, intent)
+                assert view(storage) == before, "published, old files still there"
+        # killed here: the next compaction (or commit round) recovers first
+        assert recover_compactions(storage) == 1
+        assert view(storage) == before and not list((storage.root / COMPACT).glob("*.json"))
+        shards = sorted(storage.table_dir("frames").rglob("*.parquet"))
+        if stop == "publish":  # rolled forward
+            assert all(p.name.startswith("compact-") for p in shards)
+        else:  # rolled back: no compact- file is left
+            assert not any(p.name.startswith("compact-") for p in shards)
+
+
+def test_killed_compactions_lose_and_double_no_row(storage):
+    """SIGKILL a compacting process at random moments, then recover: same rows every time."""
+    before = view(storage)
+    code = (f"import sys; from stream2dataset.layout import Storage; from stream2dataset.dataset.compaction import compact; "
+            f"compact(Storage({str(storage.root)!r}), 0.05, now={NOW})")
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import stream2dataset.dataset.compaction"], check=True)
+    imports = time.monotonic() - t0
+    rng = random.Random(3)
+    for trial in range(3):
+        proc = subprocess.Popen([sys.executable, "-c", code])
+        time.sleep(imports + rng.uniform(0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert view(storage) == before, f"trial {trial}: right after the kill"
+        recover_compactions(storage)
+        assert view(storage) == before, f"trial {trial}: after recovery"
+
+
+def test_cli_errors_are_one_line(storage, cli):
+    out = cli(storage.root, "snapshot", "rm", "nope")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "no snapshot named 'nope'" in out.stderr
+    with compaction_lock(storage):  # another compaction at work
+        out = cli(storage.root, "compact")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "in progress" in out.stderr
+    with pytest.raises(Busy):
+        with compaction_lock(storage):
+            compact(storage, wait=False)
+    (storage.root.parent / "stream2dataset.yaml").write_text("storage:\n  root: nowhere\n")
+    out = cli(storage.root, "compact", "--dry-run")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "storage root not found" in out.stderr
