@@ -4,6 +4,7 @@ during (at every step, and after a kill) and after; snapshots kept whole until `
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -159,23 +160,38 @@ def test_every_step_and_its_recovery_show_the_same_rows(storage):
             assert not any(p.name.startswith("compact-") for p in shards)
 
 
-def test_killed_compactions_lose_and_double_no_row(storage):
-    """SIGKILL a compacting process at random moments, then recover: same rows every time."""
+def test_killed_compactions_lose_and_double_no_row(storage, tmp_path):
+    """SIGKILL a compacting process at random moments, then recover: the same rows every time."""
     before = view(storage)
-    code = (f"import sys; from stream2dataset.layout import Storage; from stream2dataset.dataset.compaction import compact; "
-            f"compact(Storage({str(storage.root)!r}), 0.05, now={NOW})")
+    pristine = tmp_path / "pristine"
+    shutil.copytree(storage.root, pristine)
+
+    def start() -> subprocess.Popen:
+        code = ("import sys; from stream2dataset.layout import Storage; "
+                "from stream2dataset.dataset.compaction import compact; print('ready', flush=True); "
+                f"compact(Storage({str(storage.root)!r}), 0.05, now={NOW})")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"  # the imports are done: the kill lands in the work
+        return proc
+
+    proc = start()
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import stream2dataset.dataset.compaction"], check=True)
-    imports = time.monotonic() - t0
-    rng = random.Random(3)
-    for trial in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", code])
-        time.sleep(imports + rng.uniform(0, 0.4))
+    proc.wait()
+    took = time.monotonic() - t0  # the compaction alone
+    assert view(storage) == before
+    rng, interrupted = random.Random(3), 0
+    for trial in range(4):
+        shutil.rmtree(storage.root)
+        shutil.copytree(pristine, storage.root)
+        proc = start()
+        time.sleep(rng.uniform(0, took))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        interrupted += bool(list((storage.root / COMPACT).glob("*.json")))
         assert view(storage) == before, f"trial {trial}: right after the kill"
         recover_compactions(storage)
-        assert view(storage) == before, f"trial {trial}: after recovery"
+        assert view(storage) == before and not list((storage.root / COMPACT).glob("*.json")), f"trial {trial}"
+    assert interrupted >= 1, "the kills should land mid-compaction"
 
 
 def test_cli_errors_are_one_line(storage, cli):
