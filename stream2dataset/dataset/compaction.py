@@ -2,9 +2,11 @@
 
 Two kinds of merge, planned together (`plan_compaction`) and applied as one intent:
 
-- **the manifest**: per-segment files of closed hours go into one file per channel and hour,
-  closed days' hour files into a day file, closed months' day files into a month file
-  (`manifests/segments/<channel>/_periods/<period>.<id>[.open].parquet`, manifest.py);
+- **the manifest**: per-segment files go into their channel's file of the day (processed ones in
+  batches, soon after their commit; unprocessed ones after an hour), and a closed day's file into
+  its month's (`manifests/segments/<channel>/_periods/<YYYY-MM-DD|YYYY-MM>.<id>[.open].parquet`,
+  manifest.py). The time a file was committed picks its day (a stat, not a read). So a channel
+  has a file per past month, one for the day and the few segments of the last minutes;
 - **shards**: a partition's small shards (under half of `dataset.shard_target_mb`) are merged into
   `compact-<id>-NNNN.parquet` once they add up to a full shard, or once the partition's day is over.
 
@@ -39,13 +41,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UserError
-from ..layout import COMPACT, MANIFEST, PERIODS, RETIRED, TABLES, Storage, atomic_output, atomic_write_bytes
+from ..layout import COMPACT, MANIFEST, PERIODS, RETIRED, Storage, atomic_output, atomic_write_bytes
 from .live import hidden, parquet_files, visible
 from .manifest import OPEN, SEGMENT_SCHEMA, manifest_files, period_of
 from .shards import MB, read_shard, write_shards
 from .writer import TABLES as SHARD_TABLES
 
-GRACE_S = 600.0   # a period is closed this long after its end: late commits of a recording land first
+GRACE_S = 600.0   # a day is closed this long after midnight: late commits land first
+SETTLED_BATCH = 10  # a channel's processed segments merged at once (or once one is GRACE_S old)
+UNSETTLED_S = 3600.0  # unprocessed segments (processing off, or behind) are merged after this long
 SMALL = 0.5       # a shard under this share of the target size is small
 
 
@@ -72,9 +76,6 @@ def compaction_lock(storage: Storage, wait: bool = True) -> Iterator[None]:
 
 # periods ----------------------------------------------------------------------------------------
 def _period_bounds(period: str) -> tuple[datetime, datetime]:
-    if "T" in period:
-        start = datetime.strptime(period, "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
-        return start, start + timedelta(hours=1)
     if period.count("-") == 2:
         start = datetime.strptime(period, "%Y-%m-%d").replace(tzinfo=timezone.utc)
         return start, start + timedelta(days=1)
@@ -82,14 +83,11 @@ def _period_bounds(period: str) -> tuple[datetime, datetime]:
     return start, (start + timedelta(days=32)).replace(day=1)
 
 
-def _target(start: datetime, now: float) -> str | None:
-    """The coarsest closed period holding `start` (month, else day, else hour), or None."""
-    start = start.astimezone(timezone.utc)
-    for fmt in ("%Y-%m", "%Y-%m-%d", "%Y-%m-%dT%H"):
-        period = start.strftime(fmt)
-        if _period_bounds(period)[1].timestamp() + GRACE_S <= now:
-            return period
-    return None
+def _target(t: datetime, now: float) -> str:
+    """The period file that takes rows of time `t`: its day while the day is open, else its month."""
+    t = t.astimezone(timezone.utc)
+    day = t.strftime("%Y-%m-%d")
+    return day if _period_bounds(day)[1].timestamp() + GRACE_S > now else t.strftime("%Y-%m")
 
 
 def _gid(old: list[str]) -> str:
@@ -99,7 +97,6 @@ def _gid(old: list[str]) -> str:
 # planning ---------------------------------------------------------------------------------------
 def _plan_manifest(storage: Storage, now: float, max_files: int | None) -> list[dict]:
     root, groups = storage.root, []
-    cutoff = _period_bounds(datetime.fromtimestamp(now - GRACE_S, timezone.utc).strftime("%Y-%m-%dT%H"))[0].timestamp()
     by_channel: dict[str, list[Path]] = {}
     for p in manifest_files(root):
         by_channel.setdefault(p.parent.name if not period_of(p) else p.parent.parent.name, []).append(p)
@@ -107,33 +104,29 @@ def _plan_manifest(storage: Storage, now: float, max_files: int | None) -> list[
     for channel, files in sorted(by_channel.items()):
         inputs: dict[str, list[Path]] = {}
         periods = {p: period_of(p) for p in files if period_of(p)}
-        for p, period in periods.items():  # an hour of a closed day goes into the day, a day into its month
+        for p, period in periods.items():  # a closed day goes into its month
             target = _target(_period_bounds(period)[0], now)
-            if target and target != period:
+            if target != period:
                 inputs.setdefault(target, []).append(p)
-        due = []
-        for p in files:  # a segment's file is written once it ended: older than the hour's start, its hour is over
+        singles = []
+        for p in files:
             try:
-                if p not in periods and p.stat().st_mtime < cutoff:
-                    due.append(p)
+                singles += [(p, p.stat().st_mtime)] if p not in periods else []
             except FileNotFoundError:
                 continue
+        # Processed segments go soon, a batch at a time (a marker's stat each: the file is named by
+        # the segment's id); the others after an hour. A file's time (when it was committed), not
+        # its rows', picks the period: planning reads no file.
+        settled = [(p, m) for p, m in singles if storage.done_marker(p.stem).exists()]
+        if len(settled) < SETTLED_BATCH and not any(m < now - GRACE_S for _, m in settled):
+            settled = []
+        due = sorted(set(settled) | {(p, m) for p, m in singles if m < now - UNSETTLED_S}, key=lambda pm: pm[1])
         if budget is not None:
-            due = due[:max(0, budget)]
-            budget -= len(due)
-        if due:
-            import pyarrow.dataset as pads  # reads many small files at once
-
-            t = pads.dataset([str(p) for p in due], schema=SEGMENT_SCHEMA, format="parquet").to_table(
-                columns=["segment_id", "start"])
-            folder = storage.segments_manifest / channel  # a segment's file is named by its id
-            for sid, start in zip(t["segment_id"].to_pylist(), t["start"].to_pylist()):
-                target = _target(start, now)
-                if target:
-                    inputs.setdefault(target, []).append(folder / f"{sid}.parquet")
+            due, budget = due[:max(0, budget)], budget - len(due)
+        for p, mtime in due:
+            inputs.setdefault(_target(datetime.fromtimestamp(mtime, timezone.utc), now), []).append(p)
         for target, old in sorted(inputs.items()):
-            old += [p for p, period in periods.items() if period == target]  # the period's file so far
-            old = sorted(set(old))
+            old = sorted(set(old) | {p for p, period in periods.items() if period == target})  # + the period's file so far
             rels = [p.relative_to(root).as_posix() for p in old]
             gid = _gid(rels)
             prefix = f"{MANIFEST}/{channel}/{PERIODS}/{target}.{gid}."
@@ -153,6 +146,8 @@ def _plan_shards(storage: Storage, target_mb: float, now: float, max_mb: float |
         for folder in sorted(base.glob("channel=*/date=*")) if base.exists() else []:
             small = []
             for p in visible(parquet_files(folder), hide):
+                if p.name.startswith("part-"):  # direct writes (thumbnails) are replaced by name when written again
+                    continue
                 try:
                     size = p.stat().st_size
                 except FileNotFoundError:
@@ -181,7 +176,7 @@ def plan_compaction(storage: Storage, target_mb: float = 256, now: float | None 
     """What is due: groups of old files, each to become one manifest period file or a few shards.
     `max_mb` / `max_files` bound one round's work (the service compacts a little after each commit)."""
     now = time.time() if now is None else now
-    storage.pull(MANIFEST, *TABLES.values(), COMPACT, mirror=True)
+    storage.pull(MANIFEST, COMPACT, mirror=True)  # shards: those in this node's copy (a full pull costs a round)
     return _plan_manifest(storage, now, max_files) + _plan_shards(storage, target_mb, now, max_mb)
 
 
@@ -221,6 +216,14 @@ def _write_period(storage: Storage, group: dict) -> list[str]:
     return [path.relative_to(root).as_posix()]
 
 
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A shard of an older schema version, with the columns it lacks as nulls (as the views read it)."""
+    for field in schema:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table
+
+
 def write_outputs(storage: Storage, intent: Path, target_mb: float = 256, row_group_rows: int = 2048) -> None:
     """Write every group's new files (under its prefix); the intent records them."""
     spec = json.loads(intent.read_text())
@@ -230,7 +233,7 @@ def write_outputs(storage: Storage, intent: Path, target_mb: float = 256, row_gr
             group["new"] = _write_period(storage, group)
             continue
         schema = SHARD_TABLES[group["table"]]
-        tables = (read_shard(root / rel, schema=schema) for rel in group["old"])  # one file in memory at a time
+        tables = (_conform(read_shard(root / rel), schema) for rel in group["old"])  # one file in memory at a time
         paths = write_shards(root / group["folder"], group["prefix"].rsplit("/", 1)[1].rstrip("-"), schema, tables,
                              target_mb, row_group_rows)
         group["new"] = [p.relative_to(root).as_posix() for p in paths]

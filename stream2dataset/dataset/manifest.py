@@ -3,8 +3,8 @@
 A file per segment, named by its id, makes a commit atomic and a re-commit idempotent: writing the
 same segment twice replaces one file, so the manifest never holds a duplicate row.
 
-Closed hours, days and months are compacted (compaction.py) into one file per channel and period,
-`<channel>/_periods/<period>.<id>.parquet`; readers list both kinds (`manifest_files`). A period
+Compaction (compaction.py) merges them into one file per channel and day, and a closed day's into
+one per month, `<channel>/_periods/<period>.<id>.parquet`; readers list both kinds (`manifest_files`). A period
 file named `….open.parquet` may hold segments processing has not finished; the others hold only
 settled ones (processed, or their raw file gone), so the search for pending work skips them.
 """
@@ -83,7 +83,7 @@ def manifest_files(root: Path, channel: str | None = None, pending_only: bool = 
 
 
 def period_of(path: Path) -> str | None:
-    """`2026-11-03T10`, `2026-11-03` or `2026-11` for a period file; None for a per-segment file."""
+    """`2026-11-03` or `2026-11` for a period file; None for a per-segment file."""
     return path.name.split(".", 1)[0] if path.parent.name == PERIODS else None
 
 

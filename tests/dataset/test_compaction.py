@@ -72,6 +72,8 @@ def files(storage: Storage) -> dict[str, int]:
 
 
 def test_readers_see_the_same_rows_in_fewer_files(storage):
+    for i in range(18, 24):  # alice's segments of 12:00-12:50 are processed
+        storage.done_marker(f"twitch.alice.20260302T12{(i - 18) * 10:02d}00.000Z").write_text("{}")
     before = view(storage)
     assert len(before["manifest"]) == 48 and before["pending"] == ["twitch.bob.20260302T093000.000Z"]
     shards_before = len(list(storage.table_dir("frames").rglob("*.parquet")))
@@ -79,15 +81,13 @@ def test_readers_see_the_same_rows_in_fewer_files(storage):
     assert view(storage) == before
     periods = sorted(p.relative_to(storage.segments_manifest).as_posix() for p in manifest_files(storage.root)
                      if "_periods" in p.parts)
-    # Hours 9, 10 and 11 closed (with 10 min of grace after their end): one file each per channel;
-    # bob's 09 holds the unprocessed segment, so it is marked open and pending work still finds it.
-    assert [p.split(".")[0] for p in periods] == ["alice/_periods/2026-03-02T09", "alice/_periods/2026-03-02T10",
-                                                  "alice/_periods/2026-03-02T11", "bob/_periods/2026-03-02T09",
-                                                  "bob/_periods/2026-03-02T10", "bob/_periods/2026-03-02T11"]
-    assert [p for p in periods if p.endswith(".open.parquet")] == [periods[3]]
-    # The periods, hour 12's segments as they were, and 11:50's: its file was written after 12:00
-    # (only a file older than the last closed hour's end is surely of a closed hour; it goes next time).
-    assert len(manifest_files(storage.root)) == 6 + 2 * 7
+    # One file of the day per channel; bob's holds the unprocessed segment, so it is marked open
+    # and the search for pending work still reads it.
+    assert [p.split(".")[0] for p in periods] == ["alice/_periods/2026-03-02", "bob/_periods/2026-03-02"]
+    assert [p for p in periods if p.endswith(".open.parquet")] == [periods[1]]
+    # Left as they were: unprocessed segments committed within the hour (11:20-11:50 for alice,
+    # whose processed ones went at once; 11:20-12:50 for bob).
+    assert len(manifest_files(storage.root)) == 2 + 4 + 10
     assert has_segment(storage, "alice", "twitch.alice.20260302T090000.000Z")
     assert not has_segment(storage, "alice", "twitch.alice.20260302T090000.001Z")
     frames_after = sorted(storage.table_dir("frames").rglob("*.parquet"))
@@ -95,11 +95,11 @@ def test_readers_see_the_same_rows_in_fewer_files(storage):
     assert not list((storage.root / COMPACT).glob("*.json"))
     assert any(g["table"] == "frames" for g in done)
 
-    # The next day: the hours go into the day's file, the segments of hour 12 too.
+    # The next day: the day's file goes into the month's, with the segments left.
     compact(storage, target_mb=0.05, now=(H0 + timedelta(days=1)).timestamp())
     assert view(storage) == before
     assert sorted(p.relative_to(storage.segments_manifest).as_posix().split(".")[0]
-                  for p in manifest_files(storage.root)) == ["alice/_periods/2026-03-02", "bob/_periods/2026-03-02"]
+                  for p in manifest_files(storage.root)) == ["alice/_periods/2026-03", "bob/_periods/2026-03"]
     assert compact(storage, target_mb=0.05, now=(H0 + timedelta(days=1)).timestamp()) == []  # nothing left due
 
 
