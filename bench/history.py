@@ -1,12 +1,13 @@
 """A long history (issue 16): does a round cost the same on day 1 and day 300?
 
 Builds a synthetic storage root as compaction leaves it after a long run: S segments (60 s each)
-over C channels, their manifest in period files (closed months, days and hours) plus the last
-two hours as per-segment files, which the real `compact` then merges (timed); F frame rows in one
+over C channels, their manifest in period files (one per past month and one for today, per
+channel) plus the last two hours as per-segment files, processed (a done marker each), which the
+real `compact` then merges (timed); F frame rows in one
 shard per channel and day (bench/stats.py's rows: small random image bytes). Then times one more
 round of the service's fixed cost, several times: commit one new segment's rows (+ its manifest
 file), the cross-segment dedup pass, the catalog refresh, compaction (nothing due), the pool's
-manifest scan and the backlog that `status`/the UI show (`pending_segments`); and
+manifest scan; apart, the backlog that `process` and the UI read (`pending_segments`); and
 `stream2dataset sql "SELECT count(*) FROM segments"` through the CLI's own code, in this process
 and as a command.
 
@@ -78,20 +79,22 @@ def build(storage: Storage, segments: int, frames: int, channels: int, now: floa
         name = f"c{c:03d}"
         table = _segments(name, per_channel, end)
         starts = table["start"].to_numpy().astype("datetime64[s]").astype("int64")
-        hours = starts // 3600
-        targets = {h: _target(datetime.fromtimestamp(int(h) * 3600, timezone.utc), now) for h in np.unique(hours)}
+        days_of = starts // 86400
+        targets = {d: _target(datetime.fromtimestamp(int(d) * 86400, timezone.utc), now) for d in np.unique(days_of)}
         tail = starts >= now - TAIL_S
-        key = np.array([targets[h] or "" for h in hours.tolist()], dtype=object)
-        for period in sorted(set(key[~tail].tolist()) - {""}):
+        key = np.array([targets[d] for d in days_of.tolist()], dtype=object)
+        for period in sorted(set(key[~tail].tolist())):
             part = table.filter(pa.array((key == period) & ~tail))
             gid = hashlib.sha256(f"{name}{period}".encode()).hexdigest()[:16]
             path = storage.root / MANIFEST / name / PERIODS / f"{period}.{gid}.parquet"
             with atomic_output(path) as tmp:
                 pq.write_table(part, tmp, compression="zstd")
             period_files += 1
-        for row in table.filter(pa.array(tail | (key == ""))).to_pylist():  # as recorders write them
+        for row in table.filter(pa.array(tail)).to_pylist():  # as recorders write them; processed since
             path = write_segment(storage, row)
             os.utime(path, (row["end"].timestamp(),) * 2)
+            storage.done_marker(row["segment_id"]).parent.mkdir(parents=True, exist_ok=True)
+            storage.done_marker(row["segment_id"]).write_text("{}")
             singles += 1
         # Frames: one shard per channel and day, as compaction leaves them.
         days = (starts // 86400).tolist()
@@ -168,20 +171,23 @@ def main() -> None:
         from stream2dataset.dataset.dedup_pass import dedup_dataset
 
         steps = {"commit (1 segment, 60 rows)": [], "dedup pass": [], "catalog refresh": [],
-                 "compaction (nothing due)": [], "pool scan of the manifest": [], "status backlog (pending_segments)": []}
+                 "compaction (after the commit)": [], "pool scan of the manifest": []}
+        backlog = []
         for r in range(args.rounds):
             markers = _stage_one(storage, r, time.time())
             for name, fn in (
                     ("commit (1 segment, 60 rows)", lambda: commit_segments(storage, markers, args.shard_target_mb)),
                     ("dedup pass", lambda: dedup_dataset(storage, 4)),
                     ("catalog refresh", lambda: (write_catalog(storage.root), open_catalog(storage.root).close())),
-                    ("compaction (nothing due)", lambda: compact(storage, args.shard_target_mb, wait=False,
+                    ("compaction (after the commit)", lambda: compact(storage, args.shard_target_mb, wait=False,
                                                                  max_mb=4 * args.shard_target_mb, max_files=20_000)),
-                    ("pool scan of the manifest", lambda: [p.stat() for p in manifest_files(storage.root, pending_only=True)]),
-                    ("status backlog (pending_segments)", lambda: pending_segments(storage))):
+                    ("pool scan of the manifest", lambda: [p.stat() for p in manifest_files(storage.root, pending_only=True)])):
                 t = time.perf_counter()
                 fn()
                 steps[name].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            pending_segments(storage)
+            backlog.append(time.perf_counter() - t)
         sql = "SELECT count(*) FROM segments"
         t = time.perf_counter()
         counted = int(_cli_sql(config, sql).splitlines()[1])
@@ -205,10 +211,13 @@ def main() -> None:
         table.add_row("[b]round total[/b]", f"{np.median(fixed):.3f}", f"{max(fixed):.3f}")
         table.add_row("round total without dedup", f"{np.median([f - d for f, d in zip(fixed, steps['dedup pass'])]):.3f}",
                       f"{max(f - d for f, d in zip(fixed, steps['dedup pass'])):.3f}")
+        table.add_row("apart: backlog of `process` / the UI (pending_segments)", f"{np.median(backlog):.3f}",
+                      f"{max(backlog):.3f}")
         table.add_row(f"sql \"{sql}\" (CLI code, in process; first)", f"{sql_cold:.3f}", "")
         table.add_row("  the same, again", f"{sql_warm:.3f}", "")
         table.add_row("  the same as a command (Python start included)", f"{sql_command:.3f}", "")
         console.print(table)
+        console.print(f"manifest files after the rounds: {len(manifest_files(storage.root)):,}")
     finally:
         if not args.root:
             shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,7 @@ writing. If a user's tool does, queries fall back to the same views in an in-mem
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import UserError
-from ..layout import CATALOG, GLOBS, MANIFEST, PERIOD_GLOB, TABLES, atomic_output
+from ..layout import CATALOG, GLOBS, MANIFEST, PERIOD_GLOB, TABLES, atomic_output, atomic_write_bytes
 from . import sqlcheck
 from .clips import CLIP_SCHEMA
 from .live import hidden
@@ -221,19 +222,42 @@ def _use_catalog_file(con: duckdb.DuckDBPyConnection, root: Path, sql: dict[str,
     return False
 
 
+VERSIONS_CACHE = Path(".cache") / "schema-checked.json"  # shards already found readable: name -> mtime, size
+
+
 def check_schema_versions(con: duckdb.DuckDBPyConnection, root: Path, present: set[str]) -> None:
-    """Refuse shards from a newer stream2dataset. Reads only the Parquet footers, in one pass."""
-    globs = [str(root / GLOBS[t]) for t in VERSIONED if t in present]
-    if not globs:
+    """Refuse shards from a newer stream2dataset. Reads only the footers of shards not checked
+    before (a file of this node's `.cache/`), so opening the catalog does not cost more as the
+    dataset grows."""
+    files: dict[str, list[int]] = {}
+    for t in VERSIONED if present else ():
+        if t in present:
+            for p in root.glob(GLOBS[t]):
+                try:
+                    st = p.stat()
+                except FileNotFoundError:  # compacted away meanwhile
+                    continue
+                files[str(p)] = [st.st_mtime_ns, st.st_size]
+    cache = root / VERSIONS_CACHE
+    try:
+        checked = json.loads(cache.read_bytes())
+    except (OSError, ValueError):
+        checked = {}
+    new = sorted(f for f, stamp in files.items() if checked.get(f) != stamp)
+    if not new:
         return
     rows = con.execute(
         "SELECT file_name, CAST(value AS VARCHAR) FROM parquet_kv_metadata(?) WHERE CAST(key AS VARCHAR) = ? "
         "AND coalesce(TRY_CAST(CAST(value AS VARCHAR) AS INTEGER), 1 << 30) > ? ORDER BY file_name LIMIT 1",
-        [globs, SCHEMA_KEY.decode(), SCHEMA_VERSION]).fetchall()
+        [new, SCHEMA_KEY.decode(), SCHEMA_VERSION]).fetchall()
     if rows:
         path, version = rows[0]
         raise SchemaVersionError(f"{path} has schema version {version}, newer than this stream2dataset's "
                                  f"{SCHEMA_VERSION}: upgrade stream2dataset (pip install -U stream2dataset)")
+    try:  # best-effort: a read-only root checks every time
+        atomic_write_bytes(cache, json.dumps(files).encode(), sync=False)
+    except OSError:
+        pass
 
 
 def open_catalog(root: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
