@@ -304,6 +304,16 @@ def recover_compactions(storage: Storage) -> int:
     return len(intents)
 
 
+def recover_if_idle(storage: Storage) -> bool:
+    """Recover a killed compaction unless one is at work now (whose intent is not left over)."""
+    try:
+        with compaction_lock(storage, wait=False):
+            recover_compactions(storage)
+    except Busy:
+        return False
+    return True
+
+
 def compact(storage: Storage, target_mb: float = 256, row_group_rows: int = 2048, dry_run: bool = False,
             now: float | None = None, max_mb: float | None = None, max_files: int | None = None,
             wait: bool = True) -> list[dict]:
@@ -339,5 +349,6 @@ def sweep_retired(storage: Storage) -> list[str]:
     return freed
 
 
-__all__ = ["Busy", "compact", "compaction_lock", "plan_compaction", "recover_compactions", "sweep_retired",
+__all__ = ["Busy", "compact", "compaction_lock", "plan_compaction", "recover_compactions", "recover_if_idle",
+           "sweep_retired",
            "begin", "write_outputs", "publish", "finish", "rollback", "pinned_files"]

@@ -36,7 +36,7 @@ import ray
 from .. import metrics
 from ..config import Config
 from ..dataset.dedup_pass import dedup_dataset
-from ..dataset.compaction import Busy, compact, recover_compactions
+from ..dataset.compaction import Busy, compact, recover_if_idle
 from ..dataset.manifest import manifest_files, read_segment_files
 from ..layout import Storage
 from ..processing.pipeline import commit_processed, plan_windows
@@ -268,7 +268,7 @@ class ProcessingPool:
             for reason, n in report["drops"].items():
                 metrics.record("s2d_drops", n, reason=reason)
             last = f"{report['segments']} segments, {report['kept']} crops kept"
-            recover_compactions(storage)  # a killed compaction's files are settled before dedup reads the shards
+            recover_if_idle(storage)  # a killed compaction's files are settled before dedup reads the shards
             if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: link near-duplicates
                 links = dedup_dataset(storage, cfg.dataset.dedup_radius)
                 last += f", {links['linked']} cross-segment duplicates"
