@@ -160,6 +160,7 @@ def test_every_step_and_its_recovery_show_the_same_rows(storage):
             assert not any(p.name.startswith("compact-") for p in shards)
 
 
+@pytest.mark.slow  # ~5 s on the 2-core machine: five child processes
 def test_killed_compactions_lose_and_double_no_row(storage, tmp_path):
     """SIGKILL a compacting process at random moments, then recover: the same rows every time."""
     before = view(storage)
