@@ -12,9 +12,10 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
-from stream2dataset.dataset import commit_segments
+from stream2dataset.dataset import FRAME_SCHEMA, commit_segments
 from stream2dataset.dataset.catalog import query
 from stream2dataset.dataset.compaction import (Busy, begin, compact, compaction_lock, plan_compaction, publish,
                                                recover_compactions, write_outputs)
@@ -62,7 +63,9 @@ def view(storage: Storage) -> dict:
     counts = {t: query(storage.root, f"SELECT count(*), count(DISTINCT {key}) FROM {t}")[0].to_pylist()[0]
               for t, key in (("segments", "segment_id"), ("frames_all", "frame_id"), ("drops", "segment_id"))}
     drops = query(storage.root, "SELECT sum(count) AS n FROM drops")[0].to_pylist()[0]["n"]
-    return {"sql": counts, "drops": drops, "manifest": sorted(read_segments(storage)["segment_id"].to_pylist()),
+    content = query(storage.root, "SELECT md5(string_agg(frame_id || phash || md5(image) || timestamp, ',' "
+                                  "ORDER BY frame_id)) AS h FROM frames_all")[0].to_pylist()[0]["h"]
+    return {"sql": counts, "drops": drops, "content": content, "manifest": sorted(read_segments(storage)["segment_id"].to_pylist()),
             "pending": [s["segment_id"] for s in pending_segments(storage)]}
 
 
@@ -92,6 +95,7 @@ def test_readers_see_the_same_rows_in_fewer_files(storage):
     assert not has_segment(storage, "alice", "twitch.alice.20260302T090000.001Z")
     frames_after = sorted(storage.table_dir("frames").rglob("*.parquet"))
     assert len(frames_after) < shards_before and all(p.name.startswith("compact-") for p in frames_after)
+    assert all(pq.read_schema(p).remove_metadata() == FRAME_SCHEMA.remove_metadata() for p in frames_after)
     assert not list((storage.root / COMPACT).glob("*.json"))
     assert any(g["table"] == "frames" for g in done)
 
