@@ -158,7 +158,7 @@ def compact(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
         return
     table = Table(box=box.SIMPLE_HEAD, title="would merge" if dry_run else "merged")
     for col in ("table", "where", "files", "bytes", "into"):
-        table.add_column(col, justify="right" if col in ("files", "bytes") else "left")
+        table.add_column(col, justify="right" if col in ("files", "bytes") else "left", overflow="fold")
     for g in groups:
         where = f"{g['channel']} {g['period']}" if g["table"] == "segments" else g["folder"].split("/", 2)[2]
         into = ", ".join(p.rsplit("/", 1)[1] for p in g.get("new", [])) or g["prefix"].rsplit("/", 1)[1] + "*"
