@@ -1,7 +1,6 @@
 """Compaction: the manifest's closed periods and small shards merged, the same rows seen before,
 during (at every step, and after a kill) and after; snapshots kept whole until `snapshot rm`."""
 
-import json
 import os
 import random
 import shutil
@@ -10,7 +9,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -27,7 +25,7 @@ from stream2dataset.layout import COMPACT, RETIRED, Storage
 from .test_writer import stage_segments
 
 H0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
-NOW = (H0 + timedelta(hours=3, minutes=30)).timestamp()  # hours 9-11 of 2026-03-02 closed; the day not
+NOW = (H0 + timedelta(hours=3, minutes=30)).timestamp()  # 12:30 on 2026-03-02: the day is still open
 
 
 def manifest_row(storage: Storage, channel: str, start: datetime, raw: bool) -> dict:
