@@ -29,6 +29,7 @@ PART_SUFFIX = ".part"
 RAW = "raw"                                  # raw/<platform>/<channel>/<YYYY-MM-DD>/<start>.ts
 MANIFESTS = "manifests"
 MANIFEST = f"{MANIFESTS}/segments"           # one Parquet row file per committed segment
+PERIODS = "_periods"                         # <channel>/_periods/<period>.<id>.parquet: closed hours, days, months
 ARCHIVES = f"{MANIFESTS}/archives"           # yt-dlp download archives, one per channel
 COMMITTED = f"{MANIFESTS}/committed"         # what each recorder committed (keyframes, sequences)
 DATASET = "dataset"
@@ -37,6 +38,8 @@ STAGING = f"{DATASET}/_staging"              # rows of windows staged before the
 COMMITS = f"{DATASET}/_commits"              # commit intents: a killed commit is finished from them
 DONE = f"{DATASET}/_done"                    # completion markers, one per processed segment
 DEDUP = f"{DATASET}/_dedup"                  # the dedup index: index.json + runs/ (dedup_index.py)
+COMPACT = f"{DATASET}/_compact"              # compaction intents (+ a lock): a killed compaction is finished
+RETIRED = f"{DATASET}/_retired"              # compacted shards a snapshot still pins, at their old place below
 THUMBNAILS = f"{DATASET}/thumbnails"
 EMBEDDING_INDEX = f"{DATASET}/_index"         # the lookalike vector index (faiss) over the embeddings
 SNAPSHOTS = "snapshots"                      # <name>.json (+ the dedup links each pins)
@@ -50,8 +53,9 @@ LOCAL_ONLY = (CATALOG, ".cache")             # what never travels to an object s
 # Fixed depths, not `**`; hidden temp files end in .tmp and never match.
 GLOBS = {**{t: f"{TABLES[t]}/*/*/*.parquet" for t in ("frames", "clips", "drops", "embeddings")},
          "dups": f"{TABLES['dups']}/*.parquet", "segments": f"{MANIFEST}/*/*.parquet"}
+PERIOD_GLOB = f"{MANIFEST}/*/{PERIODS}/*.parquet"  # the manifest's compacted rows (the segments view reads both)
 # What a reader (SQL, stats, previews) needs in its working copy of an object-store root.
-READ_SET = (MANIFEST, *TABLES.values(), SNAPSHOTS)
+READ_SET = (MANIFEST, *TABLES.values(), SNAPSHOTS, COMPACT)
 # Folders no export or rendered file may be written into.
 DATA_FOLDERS = (DATASET, SNAPSHOTS, MANIFESTS, RAW, QUARANTINE)
 

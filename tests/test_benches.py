@@ -29,6 +29,7 @@ SMALLEST = {
     "train_throughput.py": ["--steps", "2", "--warmup", "1", "--batch", "2", "--rows", "16", "--cpu-small",
                             "--root", "{tmp}/train"],
     "foreground.py": ["--files", "2", "--seconds", "4", "--height", "360"],
+    "history.py": ["--segments", "2000", "--frames", "20000", "--channels", "2", "--rounds", "1"],
     "load.py": ["--streams", "1", "--seconds", "20", "--baseline-seconds", "0", "--out", "{tmp}/load"],
     "lookalike.py": ["--sizes", "2000", "--queries", "3", "--no-identity", "--root", "{tmp}/lookalike"],
 }

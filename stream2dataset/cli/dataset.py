@@ -1,4 +1,4 @@
-"""`sql`, `stats`, `preview`, `dedup`, `snapshot`, `snapshots`: reading and freezing the dataset."""
+"""`sql`, `stats`, `preview`, `dedup`, `compact`, `snapshot`, `snapshots`: reading, compacting and freezing the dataset."""
 
 from __future__ import annotations
 
@@ -144,8 +144,39 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 
 
 
+@app.command()
+def compact(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
+            dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would be merged; change nothing")]
+            = False) -> None:
+    """Merge small files: the manifest's closed hours, days and months into one file per channel and
+    period, and small shards into ones of dataset.shard_target_mb (the service does this after each
+    commit). Files a snapshot pins move to dataset/_retired/ until `snapshot rm` frees them."""
+    from ..dataset.compaction import compact as run_compact
+    from ..layout import Storage
+
+    cfg = load_config(config)
+    storage = Storage.of(cfg)
+    with console.status("compacting..." if not dry_run else "planning..."):
+        groups = run_compact(storage, cfg.dataset.shard_target_mb, cfg.dataset.row_group_rows, dry_run=dry_run,
+                             wait=False)
+    if not groups:
+        console.print("nothing to compact")
+        return
+    table = Table(box=box.SIMPLE_HEAD, title="would merge" if dry_run else "merged")
+    for col in ("table", "where", "files", "bytes", "into"):
+        table.add_column(col, justify="right" if col in ("files", "bytes") else "left", overflow="fold")
+    for g in groups:
+        where = f"{g['channel']} {g['period']}" if g["table"] == "segments" else g["folder"].split("/", 2)[2]
+        into = ", ".join(p.rsplit("/", 1)[1] for p in g.get("new", [])) or g["prefix"].rsplit("/", 1)[1] + "*"
+        table.add_row(g["table"], escape(where), f"{len(g['old']):,}", human_bytes(g["bytes"]), escape(into))
+    console.print(table)
+    files = sum(len(g["old"]) for g in groups)
+    console.print(f"{'would merge' if dry_run else 'merged'} {files:,} files in {len(groups)} groups"
+                  + (" (dry run: nothing changed)" if dry_run else ""))
+
+
 class SnapshotGroup(TyperGroup):
-    """`snapshot create|export ...`; a first word that names no sub-command (nor --help) means
+    """`snapshot create|export|rm ...`; a first word that names no sub-command (nor --help) means
     `create`, so `snapshot NAME [--where ...]` works as it always did."""
 
     default_command = "create"
@@ -162,7 +193,7 @@ class SnapshotGroup(TyperGroup):
 
 snapshot_app = typer.Typer(cls=SnapshotGroup, no_args_is_help=True,
                            help="Freeze the dataset for training (`snapshot NAME` is `snapshot create NAME`), "
-                                "or export a snapshot.")
+                                "export a snapshot, or remove one.")
 app.add_typer(snapshot_app, name="snapshot")
 
 
@@ -226,6 +257,18 @@ def snapshot_export(
     console.print(f"snapshot {name}: {report['rows']:,} {table.value} as {fmt.value} in {len(report['shards'])} "
                   f"file(s), {human_bytes(report['bytes'])}, {report['seconds']:.1f} s ({rate:,.0f} rows/s) "
                   f"-> {escape(report['out'])}")
+
+
+@snapshot_app.command("rm")
+def snapshot_rm(name: Annotated[str, typer.Argument(help="the snapshot to delete")],
+                config: ConfigOpt = Path(DEFAULT_CONFIG_NAME)) -> None:
+    """Delete a snapshot, and the compacted-away files (dataset/_retired/) no other snapshot pins."""
+    from ..dataset.snapshots import remove_snapshot
+    from ..layout import Storage
+
+    cfg = load_config(config)
+    freed = remove_snapshot(Storage.of(cfg), name)
+    console.print(f"snapshot {name} removed; {len(freed)} retired file(s) freed")
 
 
 @app.command()

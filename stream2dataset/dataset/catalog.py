@@ -13,6 +13,7 @@ writing. If a user's tool does, queries fall back to the same views in an in-mem
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -23,9 +24,10 @@ import pyarrow as pa
 import pyarrow.types as pat
 
 from ..errors import UserError
-from ..layout import CATALOG, GLOBS, atomic_output
+from ..layout import CATALOG, GLOBS, MANIFEST, PERIOD_GLOB, TABLES, atomic_output, atomic_write_bytes
 from . import sqlcheck
 from .clips import CLIP_SCHEMA
+from .live import hidden
 from .manifest import SEGMENT_SCHEMA
 from .sandbox import DEFAULT_TIMEOUT_S, check_links, connect, lock_down, time_limit
 from .schema import DROP_SCHEMA, DUP_SCHEMA, EMBEDDING_DIM, EMBEDDING_SCHEMA, FRAME_SCHEMA, SCHEMA_KEY, SCHEMA_VERSION
@@ -81,12 +83,26 @@ def _quote(text: Path | str) -> str:
     return "'" + str(text).replace("'", "''") + "'"
 
 
-def _table_sql(root: Path, table: str, present: set[str]) -> str:
+def _sources(root: Path, table: str) -> list[str]:
+    """The globs a table's view reads: the manifest has per-segment files and compacted period files."""
+    if table != "segments":
+        return [GLOBS[table]]
+    return [g for g in (GLOBS["segments"], PERIOD_GLOB) if next(root.glob(g), None) is not None] or [GLOBS[table]]
+
+
+def _table_sql(root: Path, table: str, present: set[str], hide: tuple[str, ...] = ()) -> str:
     if table in present:
+        globs = "[" + ", ".join(_quote(root / g) for g in _sources(root, table)) + "]"
         # hive_partitioning off: channel is a real column and the folder name would clash with it;
         # union_by_name: shards of an older schema version may lack newer columns.
-        return (f"SELECT * FROM read_parquet({_quote(root / GLOBS[table])}, hive_partitioning=false, "
-                "union_by_name=true)")
+        base = str(root / (MANIFEST if table == "segments" else TABLES[table])) + "/"
+        mine = [h for h in hide if h.startswith(base)]
+        if not mine:
+            return f"SELECT * FROM read_parquet({globs}, hive_partitioning=false, union_by_name=true)"
+        # A compaction is under way: skip the files it hides (DuckDB prunes them by name, unread).
+        skip = " OR ".join(f"starts_with(filename, {_quote(h)})" for h in mine)
+        return (f"SELECT * EXCLUDE (filename) FROM read_parquet({globs}, hive_partitioning=false, "
+                f"union_by_name=true, filename=true) WHERE NOT ({skip})")
     cols = ", ".join(f'CAST(NULL AS {_sql_type(f.type)}) AS "{f.name}"' for f in _schema(table))
     return f"SELECT {cols} LIMIT 0"
 
@@ -114,11 +130,12 @@ ORDER BY channel"""
 def view_sql(root: str | Path, present: set[str]) -> dict[str, str]:
     """Each view's SELECT, given which tables have files (`present`)."""
     root = Path(root).resolve()
-    sql = {t: _table_sql(root, t, present) for t in ("segments", "clips", "drops", "dups")}
+    hide = hidden(root)
+    sql = {t: _table_sql(root, t, present, hide) for t in ("segments", "clips", "drops", "dups")}
     # a fixed-size ARRAY, not Parquet's LIST: array_distance / array_cosine_distance take it as it is
     sql["embeddings"] = (f"SELECT frame_id, model, CAST(vector AS FLOAT[{EMBEDDING_DIM}]) AS vector "
-                         f"FROM ({_table_sql(root, 'embeddings', present)})")
-    frames = _table_sql(root, "frames", present)
+                         f"FROM ({_table_sql(root, 'embeddings', present, hide)})")
+    frames = _table_sql(root, "frames", present, hide)
     if "dups" in present:  # cross-segment links from the dedup pass; an in-segment mark wins
         sql["frames_all"] = (f"SELECT f.* REPLACE (coalesce(f.dup_of, d.dup_of) AS dup_of) FROM ({frames}) f "
                              "LEFT JOIN (SELECT frame_id, min(dup_of) AS dup_of FROM dups GROUP BY frame_id) d "
@@ -133,7 +150,8 @@ def view_sql(root: str | Path, present: set[str]) -> dict[str, str]:
 def tables_with_files(root: str | Path) -> set[str]:
     """The tables that have at least one shard (stops at the first file found in each)."""
     root = Path(root)
-    return {t for t, pattern in GLOBS.items() if next(root.glob(pattern), None) is not None}
+    found = {t for t, pattern in GLOBS.items() if next(root.glob(pattern), None) is not None}
+    return found | ({"segments"} if next(root.glob(PERIOD_GLOB), None) is not None else set())
 
 
 def _signature(sql: dict[str, str]) -> str:
@@ -208,19 +226,42 @@ def _use_catalog_file(con: duckdb.DuckDBPyConnection, root: Path, sql: dict[str,
     return False
 
 
+VERSIONS_CACHE = Path(".cache") / "schema-checked.json"  # shards already found readable: name -> mtime, size
+
+
 def check_schema_versions(con: duckdb.DuckDBPyConnection, root: Path, present: set[str]) -> None:
-    """Refuse shards from a newer stream2dataset. Reads only the Parquet footers, in one pass."""
-    globs = [str(root / GLOBS[t]) for t in VERSIONED if t in present]
-    if not globs:
+    """Refuse shards from a newer stream2dataset. Reads only the footers of shards not checked
+    before (a file of this node's `.cache/`), so opening the catalog does not cost more as the
+    dataset grows."""
+    files: dict[str, list[int]] = {}
+    for t in VERSIONED if present else ():
+        if t in present:
+            for p in root.glob(GLOBS[t]):
+                try:
+                    st = p.stat()
+                except FileNotFoundError:  # compacted away meanwhile
+                    continue
+                files[str(p)] = [st.st_mtime_ns, st.st_size]
+    cache = root / VERSIONS_CACHE
+    try:
+        checked = json.loads(cache.read_bytes())
+    except (OSError, ValueError):
+        checked = {}
+    new = sorted(f for f, stamp in files.items() if checked.get(f) != stamp)
+    if not new:
         return
     rows = con.execute(
         "SELECT file_name, CAST(value AS VARCHAR) FROM parquet_kv_metadata(?) WHERE CAST(key AS VARCHAR) = ? "
         "AND coalesce(TRY_CAST(CAST(value AS VARCHAR) AS INTEGER), 1 << 30) > ? ORDER BY file_name LIMIT 1",
-        [globs, SCHEMA_KEY.decode(), SCHEMA_VERSION]).fetchall()
+        [new, SCHEMA_KEY.decode(), SCHEMA_VERSION]).fetchall()
     if rows:
         path, version = rows[0]
         raise SchemaVersionError(f"{path} has schema version {version}, newer than this stream2dataset's "
                                  f"{SCHEMA_VERSION}: upgrade stream2dataset (pip install -U stream2dataset)")
+    try:  # best-effort: a read-only root checks every time
+        atomic_write_bytes(cache, json.dumps(files).encode(), sync=False)
+    except OSError:
+        pass
 
 
 def open_catalog(root: str | Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:

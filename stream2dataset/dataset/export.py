@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 from ..layout import DATA_FOLDERS, Storage, atomic_write_bytes
-from .snapshots import load_snapshot, open_snapshot
+from .snapshots import load_snapshot, open_snapshot, snapshot_file
 
 FORMATS = ("webdataset", "parquet", "hf")
 TABLES = ("frames", "clips")
@@ -75,7 +75,7 @@ def _selection(storage: Storage, name: str, table: str) -> tuple[list[Path], pa.
     finally:
         con.close()
     manifest = load_snapshot(storage, name, verify=False)
-    return [storage.root / e["path"] for e in manifest["files"][table]], keep
+    return [snapshot_file(storage, e["path"]) for e in manifest["files"][table]], keep
 
 
 def _kept_rows(files: list[Path], keep: pa.Array, id_col: str) -> Iterator[pa.Table]:

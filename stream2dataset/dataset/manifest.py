@@ -2,6 +2,11 @@
 
 A file per segment, named by its id, makes a commit atomic and a re-commit idempotent: writing the
 same segment twice replaces one file, so the manifest never holds a duplicate row.
+
+Compaction (compaction.py) merges them into one file per channel and day, and a closed day's into
+one per month, `<channel>/_periods/<period>.<id>.parquet`; readers list both kinds (`manifest_files`). A period
+file named `….open.parquet` may hold segments processing has not finished; the others hold only
+settled ones (processed, or their raw file gone), so the search for pending work skips them.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..layout import DONE, RAW, Storage, atomic_output
+from ..layout import DONE, MANIFEST, PERIODS, RAW, Storage, atomic_output
+from .live import hidden, parquet_files, visible
 
 _TS = pa.timestamp("ms", tz="UTC")
 
@@ -55,21 +61,53 @@ def write_segment(storage: Storage, row: dict) -> Path:
     return path
 
 
+OPEN = ".open.parquet"  # a period file that may hold segments not yet processed
+
+
+def manifest_files(root: Path, channel: str | None = None, pending_only: bool = False) -> list[Path]:
+    """The manifest files readers see now: per-segment files, then period files (`pending_only`:
+    only those that may hold unprocessed segments), less what a compaction in progress hides."""
+    base = Path(root) / MANIFEST
+    if channel:
+        folders = [base / channel]
+    else:
+        try:
+            folders = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+        except FileNotFoundError:
+            folders = []
+    files: list[Path] = []
+    for folder in folders:
+        files += parquet_files(folder)
+        files += [p for p in parquet_files(folder / PERIODS) if not pending_only or p.name.endswith(OPEN)]
+    return visible(files, hidden(root))
+
+
+def period_of(path: Path) -> str | None:
+    """`2026-11-03` or `2026-11` for a period file; None for a per-segment file."""
+    return path.name.split(".", 1)[0] if path.parent.name == PERIODS else None
+
+
 def has_segment(storage: Storage, channel: str, segment_id: str) -> bool:
-    return _row_path(storage, channel, segment_id).exists()
+    if _row_path(storage, channel, segment_id).exists():
+        return True
+    periods = [p for p in manifest_files(storage.root, channel) if period_of(p)]
+    return bool(periods) and segment_id in set(_read(periods, ["segment_id"])["segment_id"].to_pylist())
+
+
+def _read(files: list[Path], columns: list[str] | None = None) -> pa.Table:
+    import pyarrow.dataset as pads  # here: it imports pandas (~0.15 s), which `sql` never needs
+
+    return pads.dataset([str(p) for p in files], schema=SEGMENT_SCHEMA, format="parquet").to_table(columns=columns)
 
 
 def read_segments(storage: Storage, channel: str | None = None) -> pa.Table:
     """All committed segment rows (of one channel), sorted by channel and start."""
     base = storage.segments_manifest / channel if channel else storage.segments_manifest
     storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
-    files = sorted(str(p) for p in base.rglob("*.parquet") if not p.name.startswith(".")) if base.exists() else []
+    files = manifest_files(storage.root, channel)
     if not files:
         return SEGMENT_SCHEMA.empty_table()
-    import pyarrow.dataset as pads  # here: it imports pandas (~0.15 s), which `sql` never needs
-
-    table = pads.dataset(files, schema=SEGMENT_SCHEMA, format="parquet").to_table()
-    return table.sort_by([("channel", "ascending"), ("start", "ascending")])
+    return _read(files).sort_by([("channel", "ascending"), ("start", "ascending")])
 
 
 def read_segment_files(paths: list[Path]) -> list[dict]:
@@ -103,11 +141,19 @@ def pending_segments(storage: Storage) -> list[dict]:
 
     `key` is the file's place under the root: each processing actor finds it in its own node's
     copy of an object-store root. Rows carry their manifest's duration and width: planning needs
-    no file then."""
+    no file then. Period files of settled segments are not read (see the module's note)."""
     storage.pull(DONE)
+    storage.pull(storage.segments_manifest.relative_to(storage.root).as_posix(), mirror=True)
     raw = storage.files(RAW) if storage.remote else None  # one listing, not a request per segment
-    out = []
-    for row in read_segments(storage).to_pylist():
+    files = manifest_files(storage.root, pending_only=True)
+    if not files:
+        return []
+    out, seen = [], set()
+    table = _read(files).sort_by([("channel", "ascending"), ("start", "ascending")])
+    for row in table.to_pylist():
+        if row["segment_id"] in seen:  # a segment rewritten after its period was compacted
+            continue
+        seen.add(row["segment_id"])
         path = storage.root / row["path"]
         there = row["path"] in raw if raw is not None else path.exists()
         if there and not storage.done_marker(row["segment_id"]).exists():

@@ -7,6 +7,10 @@ own columns: it is applied again to the pinned files alone); clips come along fo
 frames are from, identity embeddings for the frames themselves. Opening a snapshot re-hashes its files and refuses one that changed or went
 missing, so a run always trains on what was pinned; a snapshot file that is not one (truncated,
 edited, a filter that is not one condition, a path out of the root) is refused by name.
+
+Compaction (compaction.py) never breaks a snapshot: a pinned shard it replaces moves to
+`dataset/_retired/<its path>`, where `snapshot_file` finds it, and stays until `remove_snapshot`
+removes the last snapshot that pins it.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ import pyarrow.parquet as pq
 from ..errors import UserError
 from ..media import sha256_file
 from ..names import ARTIFACT_NAME
-from ..layout import GLOBS, SNAPSHOTS, Storage, atomic_output, atomic_write_bytes
+from ..layout import GLOBS, RETIRED, SNAPSHOTS, Storage, atomic_output, atomic_write_bytes
 from .catalog import check_where, open_catalog
+from .compaction import compaction_lock, sweep_retired
+from .live import live_files
 from .sandbox import DEFAULT_TIMEOUT_S, connect, lock_down, time_limit
 from .schema import EMBEDDING_DIM, SCHEMA_VERSION
 
@@ -31,6 +37,14 @@ from .schema import EMBEDDING_DIM, SCHEMA_VERSION
 
 def snapshots_dir(storage: Storage) -> Path:
     return storage.snapshots_dir
+
+
+def snapshot_file(storage: Storage, rel: str) -> Path:
+    """Where a pinned file is now: moved to `_retired/` once compaction replaced it, else in place."""
+    retired = storage.root / RETIRED / rel
+    if retired.exists() or (storage.remote and storage.exists(retired)):
+        return retired
+    return storage.root / rel
 
 
 def _entry(storage: Storage, path: Path) -> dict:
@@ -53,26 +67,43 @@ def create_snapshot(storage: Storage, name: str, where: str | None = None,
     out = snapshots_dir(storage) / f"{name}.json"
     if out.exists():
         raise UserError(f"snapshot {name!r} exists ({out}); snapshots never change: pick another name")
-    with open_catalog(storage.root) as con, time_limit(con, timeout_s, "--where"):
-        try:
-            frames = con.execute(f"SELECT count(*) FROM frames WHERE ({where or 'true'})").fetchall()[0][0]
-        except duckdb.InterruptException:
-            raise
-        except duckdb.Error as err:
-            raise UserError(f"--where {where!r}: {str(err).splitlines()[0]}") from None
-    if not frames:
-        raise UserError(f"snapshot {name!r}: no frames{' match ' + repr(where) if where else ''}; nothing to freeze")
-    files = {table: [_entry(storage, p) for p in sorted(storage.root.glob(GLOBS[table]))] for table in ("frames", "clips", "embeddings")}
-    dups = sorted(storage.root.glob(GLOBS["dups"]))
-    if dups:  # dedup rounds merge and replace the live links files: keep this one's copy, as one file
-        copy = snapshots_dir(storage) / f"{name}.dups.parquet"
-        with atomic_output(copy) as tmp:
-            pq.write_table(pa.concat_tables([pq.read_table(p) for p in dups]).sort_by("frame_id"), tmp)
-        files["dups"] = [_entry(storage, copy)]
-    manifest = {"name": name, "created": datetime.now(timezone.utc).isoformat(), "where": where,
-                "schema_version": SCHEMA_VERSION, "frames": frames, "files": files}
-    atomic_write_bytes(out, json.dumps(manifest, indent=1).encode())
+    with compaction_lock(storage):  # no compaction moves the files between their listing and the pin
+        with open_catalog(storage.root) as con, time_limit(con, timeout_s, "--where"):
+            try:
+                frames = con.execute(f"SELECT count(*) FROM frames WHERE ({where or 'true'})").fetchall()[0][0]
+            except duckdb.InterruptException:
+                raise
+            except duckdb.Error as err:
+                raise UserError(f"--where {where!r}: {str(err).splitlines()[0]}") from None
+        if not frames:
+            raise UserError(f"snapshot {name!r}: no frames{' match ' + repr(where) if where else ''}; nothing to freeze")
+        files = {table: [_entry(storage, p) for p in live_files(storage.root, GLOBS[table])]
+                 for table in ("frames", "clips", "embeddings")}
+        dups = sorted(storage.root.glob(GLOBS["dups"]))
+        if dups:  # dedup rounds merge and replace the live links files: keep this one's copy, as one file
+            copy = snapshots_dir(storage) / f"{name}.dups.parquet"
+            with atomic_output(copy) as tmp:
+                pq.write_table(pa.concat_tables([pq.read_table(p) for p in dups]).sort_by("frame_id"), tmp)
+            files["dups"] = [_entry(storage, copy)]
+        manifest = {"name": name, "created": datetime.now(timezone.utc).isoformat(), "where": where,
+                    "schema_version": SCHEMA_VERSION, "frames": frames, "files": files}
+        atomic_write_bytes(out, json.dumps(manifest, indent=1).encode())
     return manifest
+
+
+def remove_snapshot(storage: Storage, name: str) -> list[str]:
+    """Delete snapshot `name` (and its copy of the dedup links), then the retired files no other
+    snapshot pins; returns those files (relative to `dataset/_retired/`)."""
+    path = snapshots_dir(storage) / f"{name}.json"
+    if ARTIFACT_NAME.match(name):
+        storage.pull(f"{SNAPSHOTS}/{name}.json")
+    if not ARTIFACT_NAME.match(name) or not path.exists():
+        known = sorted(p.stem for p in snapshots_dir(storage).glob("*.json")) if snapshots_dir(storage).exists() else []
+        raise UserError(f"no snapshot named {name!r} under {snapshots_dir(storage)} (known: {', '.join(known) or 'none'})")
+    with compaction_lock(storage):
+        storage.delete(path)  # first: a killed rm leaves retired files the next rm or sweep frees
+        storage.delete(snapshots_dir(storage) / f"{name}.dups.parquet")
+        return sweep_retired(storage)
 
 
 def _shape_error(m) -> str | None:
@@ -147,7 +178,7 @@ def load_snapshot(storage: Storage, name: str, verify: bool = True) -> dict:
     manifest = _read_manifest(storage, path)
     for table, entries in manifest["files"].items() if verify else ():
         for e in entries:
-            f = storage.fetch(storage.root / e["path"])
+            f = storage.fetch(snapshot_file(storage, e["path"]))
             if not f.exists():
                 raise UserError(f"snapshot {name!r}: {e['path']} is missing; the snapshot cannot be trained on "
                                 "(restore the file, or take a new snapshot)")
@@ -168,7 +199,7 @@ def open_snapshot(storage: Storage, name: str) -> duckdb.DuckDBPyConnection:
     tables = manifest["files"]
 
     def files(table: str) -> str:
-        return "[" + ", ".join("'" + str(storage.root / e["path"]).replace("'", "''") + "'"
+        return "[" + ", ".join("'" + str(snapshot_file(storage, e["path"])).replace("'", "''") + "'"
                                for e in tables.get(table, [])) + "]"
 
     where = manifest["where"] or "true"

@@ -11,7 +11,6 @@ import base64
 import csv
 import io
 import json
-import os
 from collections import defaultdict
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from ..errors import UserError
 from ..layout import MANIFEST, TABLES, atomic_output
+from .manifest import manifest_files
 from .catalog import check_where, open_catalog, run_query
 from .sandbox import DEFAULT_TIMEOUT_S, time_limit
 
@@ -76,15 +76,16 @@ def _sql_text(path: Path) -> str:
 
 
 def _manifest_files(root: Path) -> dict[str, tuple[int, int]]:
-    """manifests/segments/<channel>/<id>.parquet -> (mtime_ns, size), keyed by `<channel>/<id>.parquet`."""
+    """The manifest's files (per segment and compacted periods) -> (mtime_ns, size), keyed by their
+    path under manifests/segments."""
     listing: dict[str, tuple[int, int]] = {}
     base = root / MANIFEST
-    for folder in os.scandir(base) if base.is_dir() else ():
-        if folder.is_dir() and not folder.name.startswith("."):
-            for f in os.scandir(folder.path):
-                if f.name.endswith(".parquet") and not f.name.startswith("."):
-                    st = f.stat()
-                    listing[f"{folder.name}/{f.name}"] = (st.st_mtime_ns, st.st_size)
+    for path in manifest_files(root):
+        try:
+            st = path.stat()
+        except FileNotFoundError:  # compacted away meanwhile
+            continue
+        listing[path.relative_to(base).as_posix()] = (st.st_mtime_ns, st.st_size)
     return listing
 
 

@@ -15,7 +15,8 @@ segments are short, and rounds queue behind each other; so `up` keeps a pool ins
   (recorders come first); an actor idle for `IDLE_S` is let go, the last one stays;
 - **commits** gather the segments whose windows are all done and commit them together
   (`processing.interval_s` apart at most, or sooner once `COMMIT_SEGMENTS` are ready), in a thread
-  of their own so windows keep flowing meanwhile; then dedup and retention, as a round did.
+  of their own so windows keep flowing meanwhile; then dedup, retention and compaction (a bounded
+  share of what is due, dataset/compaction.py), as a round did.
 
 Exactly-once is the commit's (dataset.writer): a window's rows are staged under its id and a
 window marker skips it when redone; a segment's rows land only through one commit intent.
@@ -35,7 +36,8 @@ import ray
 from .. import metrics
 from ..config import Config
 from ..dataset.dedup_pass import dedup_dataset
-from ..dataset.manifest import read_segment_files
+from ..dataset.compaction import Busy, compact, recover_if_idle
+from ..dataset.manifest import manifest_files, read_segment_files
 from ..layout import Storage
 from ..processing.pipeline import commit_processed, plan_windows
 from ..processing.window import WindowProcessor, window_id
@@ -108,12 +110,14 @@ class ProcessingPool:
         base = storage.segments_manifest
         storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
         files = {}
-        for p in base.glob("*/*.parquet") if base.exists() else ():
-            try:  # a file is known by its name and version: compaction rewrites a day's file in place
+        # Per-segment files and the period files that may hold unprocessed segments (manifest.py):
+        # compaction moves rows into these, and settled ones into files no scan needs to read.
+        for p in manifest_files(storage.root, pending_only=True):
+            try:  # a file is known by its name and version
                 files[str(p)] = p.stat().st_mtime_ns
             except FileNotFoundError:  # compacted away meanwhile
                 continue
-        new = sorted(p for p, version in files.items() if self.seen.get(p) != version and not Path(p).name.startswith("."))
+        new = sorted(p for p, version in files.items() if self.seen.get(p) != version)
         rows = read_segment_files([Path(p) for p in new])
         self.seen = files  # read: files compacted away are forgotten, it stays the size of the listing
         fresh = []
@@ -264,6 +268,7 @@ class ProcessingPool:
             for reason, n in report["drops"].items():
                 metrics.record("s2d_drops", n, reason=reason)
             last = f"{report['segments']} segments, {report['kept']} crops kept"
+            recover_if_idle(storage)  # a killed compaction's files are settled before dedup reads the shards
             if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: link near-duplicates
                 links = dedup_dataset(storage, cfg.dataset.dedup_radius)
                 last += f", {links['linked']} cross-segment duplicates"
@@ -271,6 +276,13 @@ class ProcessingPool:
                 removed = prune_raw(storage, cfg.retention.raw_keep_hours)
                 if removed:
                     log.info("retention: deleted %d processed raw segments", len(removed))
+            try:  # small files into large ones; bounded, so a round stays short (the rest next round)
+                merged = compact(storage, cfg.dataset.shard_target_mb, cfg.dataset.row_group_rows,
+                                 max_mb=4 * cfg.dataset.shard_target_mb, max_files=20_000, wait=False)
+                if merged:
+                    last += f", compacted {sum(len(g['old']) for g in merged)} files"
+            except Busy:  # `stream2dataset compact` or a snapshot is at work: next round
+                pass
             ordered = sorted(self.latencies)
             self.state.update(last=last, error="", committed_at=now,
                               latency_p95_s=round(ordered[int(0.95 * (len(ordered) - 1))], 2))

@@ -11,11 +11,12 @@ so a snapshot that fits in memory is decoded once (`materialize`) instead of eve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..dataset.snapshots import load_snapshot, open_snapshot
+from ..dataset.snapshots import load_snapshot, open_snapshot, snapshot_file
 from ..errors import UserError
 from ..layout import Storage
 
@@ -107,12 +108,12 @@ def snapshot_dataset(storage: Storage, snapshot: str, kind: str, settings, train
     if not keep:
         raise UserError(f"snapshot {snapshot!r}: no {table} to train on")
     manifest = load_snapshot(storage, snapshot, verify=False)
-    files = [str(storage.root / e["path"]) for e in manifest["files"].get(table, [])]
+    files = [str(snapshot_file(storage, e["path"])) for e in manifest["files"].get(table, [])]
     info = SnapshotData(snapshot, manifest["created"], len(keep), int(items), item_bytes, channels, files)
     # Read tasks run on any node: an object-store root is read from the store, not this node's copy.
     where = {"filesystem": storage.remote.fs} if storage.remote else {}
     if storage.remote:
-        files = [storage.remote.key(e["path"]) for e in manifest["files"].get(table, [])]
+        files = [storage.remote.key(Path(f).relative_to(storage.root).as_posix()) for f in files]
     loader = dict(compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, training.workers * 2)),
                   num_cpus=training.loader_cpus, batch_format="numpy")
     if kind == "diffusion":

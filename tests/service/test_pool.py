@@ -114,3 +114,29 @@ def test_a_killed_pool_actor_is_restarted_and_no_row_is_lost_or_doubled(tmp_path
         pool.shutdown()
     assert killed
     assert sorted(frame_ids(storage)) == expected
+
+
+@pytest.mark.slow  # ~15 s on the 2-core machine
+def test_the_pool_finds_segments_compacted_before_they_were_processed(tmp_path, footage, ray_local):
+    """Segments whose manifest files went into a period file (the service was down an hour) are
+    still found: the period file is marked open, and the pool reads those."""
+    import os
+
+    from stream2dataset.dataset.compaction import compact
+
+    cfg = config(tmp_path / "data")
+    storage = Storage.of(cfg)
+    ids = commit(storage, sorted(footage.glob("*.ts"))[:3])
+    old = time.time() - 3 * 3600
+    for path in manifest.manifest_files(storage.root):
+        os.utime(path, (old, old))
+    assert compact(storage)
+    files = manifest.manifest_files(storage.root)
+    assert len(files) == 1 and files[0].name.endswith(".open.parquet")
+    pool = ProcessingPool(cfg)
+    try:
+        run_until(pool, all_done(pool, ids))
+        ids_after = frame_ids(storage)
+        assert len(ids_after) == len(set(ids_after)) >= 3  # every segment's crops, once (compacted or not)
+    finally:
+        pool.shutdown()
