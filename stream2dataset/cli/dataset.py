@@ -127,10 +127,12 @@ def dedup(config: ConfigOpt = Path(DEFAULT_CONFIG_NAME),
 
     Links the frames no earlier round has seen, against the dedup index (dataset/_dedup); the first
     run, --rebuild and another --radius make a full pass over every frame instead."""
+    from ..dataset.compaction import recover_if_idle
     from ..dataset.dedup_pass import dedup_dataset
     from ..layout import Storage
 
     cfg = load_config(config)
+    recover_if_idle(Storage.of(cfg))  # a killed compaction's files are settled before the shards are read
     if use_ray:
         cluster.connect_for_job(address or cfg.ray.address, cfg.ray.namespace)
     r = radius if radius is not None else cfg.dataset.dedup_radius

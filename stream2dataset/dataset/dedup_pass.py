@@ -33,6 +33,7 @@ from ..layout import GLOBS, TABLES, Storage
 from .dedup import find_duplicates, find_duplicates_ray
 from .dedup_index import ROUND_SHIFT, DedupIndex, Run, band_plan, build_run, merge_runs
 from .schema import DUP_SCHEMA
+from .live import live_files
 from .shards import read_shard
 
 COLUMNS = ["frame_id", "timestamp", "kind", "phash", "dup_of"]
@@ -43,7 +44,7 @@ def shard_files(storage: Storage) -> dict[str, list[int]]:
     """Every frame shard (key under the root) with its [bytes, mtime_ns], after a pull."""
     storage.pull(TABLES["frames"], mirror=True)
     out = {}
-    for path in sorted(storage.root.glob(GLOBS["frames"])):
+    for path in live_files(storage.root, GLOBS["frames"]):  # not a compaction's unpublished files
         st = path.stat()
         out[path.relative_to(storage.root).as_posix()] = [st.st_size, st.st_mtime_ns]
     return out
