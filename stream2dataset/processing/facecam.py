@@ -71,6 +71,12 @@ STATIC_ACT = 0.25        # a band this still is static graphics (a UI panel; cod
 ACTIVE_ACT = 0.8         # ... and a webcam's band this active (a camera's sensor noise alone moves it):
 #                          where one meets the other is a side even with no visible edge (a dark
 #                          webcam corner over a dark UI)
+DUO_PRESENCE = 0.6       # a second steady face beside the box (two people in one webcam) ...
+DUO_SPAN = 5.0           # ... no further from the first than this many face sizes ...
+DUO_AREA = 4.0           # ... is in the webcam when a closed rectangle this much bigger holds both
+TRIM_MAX = 0.4           # a side moves in past a static strip (a UI bar, a thick border's flat colour)
+TRIM_CORE = 4            # ... at least this many lines still, once the codec's bleed is left out ...
+#                          up to this share of the box, where the webcam's motion starts
 
 
 @dataclass(frozen=True)
@@ -427,6 +433,44 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
     return (x0, y0, x1 - x0, y1 - y0), weakest
 
 
+def _trim_static(box: Box, act: np.ndarray) -> Box:
+    """Move each side in past a static strip to where the webcam's motion starts: a side that no
+    edge closed runs on to the frame's border over a still UI, a thick border's flat colour
+    (whose inner line the picture's dark edge hid) is no part of the webcam. A strip is static
+    when its lines, bar 2 px of codec bleed at each end, average at most STATIC_ACT; the side
+    moves to the first line as active as a camera (ACTIVE_ACT, and 0.3 of the band after it)."""
+    x, y, bw, bh = box
+    for side in range(4):
+        span = bh if side < 2 else bw
+        depth = int(TRIM_MAX * (bw if side < 2 else bh))
+        if depth < TRIM_CORE + 6:
+            continue
+        if side == 0:
+            p = act[y:y + bh, x:x + depth].mean(axis=0)
+        elif side == 1:
+            p = act[y:y + bh, x + bw - depth:x + bw].mean(axis=0)[::-1]
+        elif side == 2:
+            p = act[y:y + depth, x:x + bw].mean(axis=1)
+        else:
+            p = act[y + bh - depth:y + bh, x:x + bw].mean(axis=1)[::-1]
+        if span <= 0 or p.size < depth:
+            continue
+        band = np.convolve(p, np.ones(8) / 8, mode="full")[7:]  # mean of p[q:q+8]
+        q = next((q for q in range(TRIM_CORE + 4, depth - 8)
+                  if p[q] >= max(ACTIVE_ACT, 0.3 * band[q]) and band[q] >= ACTIVE_ACT), None)
+        if q is None or float(p[2:q - 2].mean()) > STATIC_ACT:
+            continue
+        if side == 0:
+            x, bw = x + q, bw - q
+        elif side == 1:
+            bw -= q
+        elif side == 2:
+            y, bh = y + q, bh - q
+        else:
+            bh -= q
+    return x, y, bw, bh
+
+
 def overlay_rectangles(maps: tuple[np.ndarray, ...], act: np.ndarray | None = None) -> list[tuple[Box, float]]:
     """Closed rectangles of persistent edges anywhere in the frame, found without a face: from
     small seeds on a grid. An overlay whose face the detector misses (a small or near-still
@@ -445,6 +489,41 @@ def overlay_rectangles(maps: tuple[np.ndarray, ...], act: np.ndarray | None = No
                     found[box] = max(weakest, found.get(box, 0.0))
                     break
     return sorted(found.items(), key=lambda kv: -kv[1])
+
+
+def _confidence(act: np.ndarray, box: Box, weakest: float, presence: float) -> float:
+    # continuity 0.8 -> 0, 1.0 -> 1; the activity step backs a side that is faint
+    return min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
+               + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, presence / 0.6)
+
+
+def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray, size: tuple[int, int]) -> tuple:
+    """One webcam of two people: a second steady face just beside the box (the near-still
+    person's own picture lines closed a box around the other) is in the webcam when a closed
+    rectangle holds both faces, on no frame border the box was not on, within DUO_AREA times
+    its area, and as sure."""
+    _, conf, t, box, weakest = best
+    w, h = size
+    x, y, bw, bh = box
+    for t2 in tracks[:4]:
+        if t2 is t or t2.presence < DUO_PRESENCE or t2.score < FULL_FRAME_SCORE or centre_inside(t2.box, box) \
+                or not 0.5 <= t2.box[2] / max(t.box[2], 1) <= 2.0:
+            continue
+        ux0, uy0 = min(t.box[0], t2.box[0]), min(t.box[1], t2.box[1])
+        ux1, uy1 = max(t.box[0] + t.box[2], t2.box[0] + t2.box[2]), max(t.box[1] + t.box[3], t2.box[1] + t2.box[3])
+        if ux1 - ux0 > DUO_SPAN * max(t.box[2], t2.box[2]) or uy1 - uy0 > DUO_SPAN * max(t.box[3], t2.box[3]):
+            continue  # too far apart for one webcam
+        found = _rectangle(maps, (ux0, uy0, ux1 - ux0, uy1 - uy0), act)
+        if found is None:
+            continue
+        (nx, ny, nw, nh), k = found
+        new_border = (nx == 0 < x) or (ny == 0 < y) or (nx + nw == w > x + bw) or (ny + nh == h > y + bh)
+        if new_border or nw * nh > DUO_AREA * bw * bh or not centre_inside(box, found[0]):
+            continue
+        c2 = _confidence(act, found[0], k, min(t.presence, t2.presence))
+        if c2 >= max(MIN_CONFIDENCE, conf - 0.1):
+            return (c2 * t.score, c2, t, found[0], k)
+    return best
 
 
 def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
@@ -491,9 +570,11 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
         scored.append((conf * t.score, conf, t, box, weakest))
     top = tracks[0]
     best = max(scored, key=lambda s: s[0]) if scored else None
+    if best and best[1] >= MIN_CONFIDENCE:
+        best = _both_people(best, tracks, maps, act, (w, h))
     if best and best[1] >= MIN_CONFIDENCE and best[3][2] * best[3][3] < FULL_FRAME_AREA * w * h:
         _, conf, t, box, weakest = best
-        return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+        return FacecamEstimate("overlay", _trim_static(box, act), t.box, weakest, t.presence, round(conf, 3))
     # All webcam only when positively recognised: no overlay rectangle anywhere (a webcam whose
     # face the detector missed still has its borders, and then the steady face is the content's,
     # e.g. a cartoon's), and one big steady face that no other steady face rivals.
@@ -506,7 +587,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
             conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
                        + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, t.presence / 0.6)
             if conf >= SEED_CONFIDENCE:
-                return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+                return FacecamEstimate("overlay", _trim_static(box, act), t.box, weakest, t.presence, round(conf, 3))
     if rects:
         return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0],
                                tuple(b for b, _ in rects[:LOOK_INTO]))
