@@ -57,7 +57,8 @@ CORNER_SKIP = 0.12       # share of each side's ends not counted when no rectang
 GROW_MAX = 0.5          # a side moves out by at most this share of the box ...
 GROW_CONTINUITY = 0.6   # ... to a line this continuous (the step backs it) ...
 GROW_SAME = 0.25         # ... over a strip whose activity is like the inside's ...
-GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger
+GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger ...
+GROW_COLOURS = 0.1       # ... unless the strip's colours are the content's beyond it, by this much
 SEED_PX = 32             # the face-free overlay search: small seeds on a grid ...
 SEED_STEP = (120, 80)    # ... spaced so that any facecam >= 160x120 holds one whole seed
 SEED_CANDIDATES = 8      # lines per side from a seed (a face's search takes CANDIDATES)
@@ -77,6 +78,8 @@ DUO_AREA = 4.0           # ... is in the webcam when a closed rectangle this muc
 TRIM_MAX = 0.4           # a side moves in past a static strip (a UI bar, a thick border's flat colour)
 TRIM_CORE = 4            # ... at least this many lines still, once the codec's bleed is left out ...
 #                          up to this share of the box, where the webcam's motion starts
+FLAT_STD = 4.0           # a border's flat colour: grey levels this close (codec noise)
+UI_ACT = 0.1             # drawn graphics: only codec noise moves them
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,8 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
 
 def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None,
                limit: int = CANDIDATES, skip: float = 0.0, grow: bool = True,
-               min_size: tuple[int, int] = (0, 0), use_stops: bool = False) -> tuple[Box, float] | None:
+               min_size: tuple[int, int] = (0, 0), use_stops: bool = False,
+               picture: np.ndarray | None = None) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
     and with `act` (the activity map) its sides moved out where the activity steps (`_grow`)."""
     vx, vy, exact_x, exact_y, cx, cy, stops, c_stops = maps
@@ -354,7 +358,7 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     box = (int(L[i]), int(T[k]), int(R[j] - L[i]), int(B[m] - T[k]))
     weakest = float(weakest_all[i, j, k, m])
     if act is not None and grow:
-        box, weakest = _grow(box, weakest, act, (lefts, rights, tops, bottoms), vertical, horizontal, (w, h))
+        box, weakest = _grow(box, weakest, act, (lefts, rights, tops, bottoms), vertical, horizontal, (w, h), picture)
     return box, weakest
 
 
@@ -386,7 +390,36 @@ def _line_step(act: np.ndarray, axis: int, at: int, lo: int, hi: int, inside_aft
     return abs(a - b) / (a + b + 1.0)
 
 
-def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal, size) -> tuple[Box, float]:
+def _colours(image: np.ndarray) -> np.ndarray:
+    """A normalised colour histogram (8 levels a channel)."""
+    hist = cv2.calcHist([np.ascontiguousarray(image)], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def _outside_colours(picture: np.ndarray, side: int, a: int, b: int, new: int, lo: int, hi: int) -> bool:
+    """Whether the strip a side would gain (columns or rows a..b) has the colours of what lies
+    beyond its new line more than of the box just inside its old one: then it is the content's
+    own (a lamppost's line in the street scene around a still photo), not the webcam's."""
+    width = b - a
+    vertical = side < 2
+    n = picture.shape[1] if vertical else picture.shape[0]
+    if side in (0, 2):  # growing left/up: beyond is before `new`, the inside is after b
+        beyond, inside = (max(0, new - width), new), (b, min(n, b + width))
+    else:
+        beyond, inside = (new, min(n, new + width)), (max(0, a - width), a)
+
+    def cut(r: tuple[int, int]) -> np.ndarray:
+        return picture[lo:hi, r[0]:r[1]] if vertical else picture[r[0]:r[1], lo:hi]
+    if beyond[1] - beyond[0] < 4 or inside[1] - inside[0] < 4:
+        return False
+    strip = _colours(cut((a, b)))
+    like_beyond = float(np.minimum(strip, _colours(cut(beyond))).sum())
+    like_inside = float(np.minimum(strip, _colours(cut(inside))).sum())
+    return like_beyond > like_inside + GROW_COLOURS
+
+
+def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal, size,
+          picture: np.ndarray | None = None) -> tuple[Box, float]:
     """Move a side out to the next line that still closes the rectangle when the activity step
     across the new line is clearly bigger than across the old one: a steady line inside a
     near-still webcam picture (a photo's edge) has the same activity on both of its sides, the
@@ -424,7 +457,8 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
             a, b = sorted((cur, new))
             strip = float((act[lo:hi, a:b] if axis == 1 else act[a:b, lo:hi]).mean())
             same = abs(strip - inner) / (strip + inner + 1.0) <= GROW_SAME
-            if same and there >= here + GROW_STEP and (best is None or there > best[0]):
+            if same and there >= here + GROW_STEP and (best is None or there > best[0]) \
+                    and (picture is None or not _outside_colours(picture, side, a, b, new, lo, hi)):
                 best = (there, nx0, nx1, ny0, ny1, k)
         if best:
             _, x0, x1, y0, y1, k = best
@@ -433,14 +467,20 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
     return (x0, y0, x1 - x0, y1 - y0), weakest
 
 
-def _trim_static(box: Box, act: np.ndarray) -> Box:
+def _trim_static(box: Box, act: np.ndarray, picture: np.ndarray) -> Box:
     """Move each side in past a static strip to where the webcam's motion starts: a side that no
     edge closed runs on to the frame's border over a still UI, a thick border's flat colour
     (whose inner line the picture's dark edge hid) is no part of the webcam. A strip is static
     when its lines, bar 2 px of codec bleed at each end, average at most STATIC_ACT; the side
-    moves to the first line as active as a camera (ACTIVE_ACT, and 0.3 of the band after it)."""
+    moves to the first line as active as a camera (ACTIVE_ACT, and 0.3 of the band after it).
+    Only a side on the frame's border, a strip of one flat colour (a border) or one as still as
+    drawn graphics (UI_ACT): a webcam's own picture may hold still strips too (an animated
+    scene's dark wall: 0.2 on average, a UI's text and panels 0.05)."""
     x, y, bw, bh = box
+    H, W = act.shape
     for side in range(4):
+        on_border = (side == 0 and x == 0) or (side == 1 and x + bw == W) or (side == 2 and y == 0) \
+            or (side == 3 and y + bh == H)
         span = bh if side < 2 else bw
         depth = int(TRIM_MAX * (bw if side < 2 else bh))
         if depth < TRIM_CORE + 6:
@@ -458,7 +498,13 @@ def _trim_static(box: Box, act: np.ndarray) -> Box:
         band = np.convolve(p, np.ones(8) / 8, mode="full")[7:]  # mean of p[q:q+8]
         q = next((q for q in range(TRIM_CORE + 4, depth - 8)
                   if p[q] >= max(ACTIVE_ACT, 0.3 * band[q]) and band[q] >= ACTIVE_ACT), None)
-        if q is None or float(p[2:q - 2].mean()) > STATIC_ACT:
+        still = float(p[2:q - 2].mean()) if q is not None else STATIC_ACT + 1
+        if still > STATIC_ACT:
+            continue
+        core = (picture[y:y + bh, x + 2:x + q - 2] if side == 0 else picture[y:y + bh, x + bw - q + 2:x + bw - 2]
+                if side == 1 else picture[y + 2:y + q - 2, x:x + bw] if side == 2
+                else picture[y + bh - q + 2:y + bh - 2, x:x + bw])
+        if not on_border and still > UI_ACT and float(core.reshape(-1, 3).std(axis=0).max()) > FLAT_STD:
             continue
         if side == 0:
             x, bw = x + q, bw - q
@@ -497,7 +543,8 @@ def _confidence(act: np.ndarray, box: Box, weakest: float, presence: float) -> f
                + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, presence / 0.6)
 
 
-def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray, size: tuple[int, int]) -> tuple:
+def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray, size: tuple[int, int],
+                 picture: np.ndarray | None = None) -> tuple:
     """One webcam of two people: a second steady face just beside the box (the near-still
     person's own picture lines closed a box around the other) is in the webcam when a closed
     rectangle holds both faces, on no frame border the box was not on, within DUO_AREA times
@@ -513,7 +560,7 @@ def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray,
         ux1, uy1 = max(t.box[0] + t.box[2], t2.box[0] + t2.box[2]), max(t.box[1] + t.box[3], t2.box[1] + t2.box[3])
         if ux1 - ux0 > DUO_SPAN * max(t.box[2], t2.box[2]) or uy1 - uy0 > DUO_SPAN * max(t.box[3], t2.box[3]):
             continue  # too far apart for one webcam
-        found = _rectangle(maps, (ux0, uy0, ux1 - ux0, uy1 - uy0), act)
+        found = _rectangle(maps, (ux0, uy0, ux1 - ux0, uy1 - uy0), act, picture=picture)
         if found is None:
             continue
         (nx, ny, nw, nh), k = found
@@ -536,6 +583,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
     cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
     act = activity(frames)
+    picture = frames[n // 2]
     maps = (vx, vy, exact_x, exact_y, cx, cy, None, None)
     with_stops: list = []
 
@@ -553,11 +601,11 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
                                tuple(b for b, _ in rects[:LOOK_INTO]))
     scored = []
     for t in tracks[:3]:
-        found = _rectangle(maps, t.box, act)
+        found = _rectangle(maps, t.box, act, picture=picture)
         if found is None or found[0] == (0, 0, w, h):
-            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP)
+            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP, picture=picture)
         if found is None or found[0] == (0, 0, w, h):
-            found = _rectangle(stop_maps(), t.box, act, skip=CORNER_SKIP, use_stops=True)
+            found = _rectangle(stop_maps(), t.box, act, skip=CORNER_SKIP, use_stops=True, picture=picture)
             if found is not None and found[0][2] * found[0][3] >= FULL_FRAME_AREA * w * h:
                 found = None  # motion that stops at a source's own black bar is no overlay
         if found is None or found[0] == (0, 0, w, h):
@@ -570,11 +618,11 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
         scored.append((conf * t.score, conf, t, box, weakest))
     top = tracks[0]
     best = max(scored, key=lambda s: s[0]) if scored else None
-    if best and best[1] >= MIN_CONFIDENCE:
-        best = _both_people(best, tracks, maps, act, (w, h))
+    if best and best[1] >= MIN_CONFIDENCE and best[3][2] * best[3][3] < FULL_FRAME_AREA * w * h:
+        best = _both_people(best, tracks, maps, act, (w, h), picture)
     if best and best[1] >= MIN_CONFIDENCE and best[3][2] * best[3][3] < FULL_FRAME_AREA * w * h:
         _, conf, t, box, weakest = best
-        return FacecamEstimate("overlay", _trim_static(box, act), t.box, weakest, t.presence, round(conf, 3))
+        return FacecamEstimate("overlay", _trim_static(box, act, picture), t.box, weakest, t.presence, round(conf, 3))
     # All webcam only when positively recognised: no overlay rectangle anywhere (a webcam whose
     # face the detector missed still has its borders, and then the steady face is the content's,
     # e.g. a cartoon's), and one big steady face that no other steady face rivals.
@@ -587,7 +635,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
             conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
                        + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, t.presence / 0.6)
             if conf >= SEED_CONFIDENCE:
-                return FacecamEstimate("overlay", _trim_static(box, act), t.box, weakest, t.presence, round(conf, 3))
+                return FacecamEstimate("overlay", _trim_static(box, act, picture), t.box, weakest, t.presence, round(conf, 3))
     if rects:
         return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0],
                                tuple(b for b, _ in rects[:LOOK_INTO]))
