@@ -456,7 +456,9 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
             # the strip gained must be the webcam's own content (a border's flat colour is not)
             a, b = sorted((cur, new))
             strip = float((act[lo:hi, a:b] if axis == 1 else act[a:b, lo:hi]).mean())
-            same = abs(strip - inner) / (strip + inner + 1.0) <= GROW_SAME
+            # (a strip more active than the inside passes when its colours are not the content's:
+            # a near-still photo's own edges move with its drift)
+            same = (inner - strip if picture is not None else abs(strip - inner)) / (strip + inner + 1.0) <= GROW_SAME
             if same and there >= here + GROW_STEP and (best is None or there > best[0]) \
                     and (picture is None or not _outside_colours(picture, side, a, b, new, lo, hi)):
                 best = (there, nx0, nx1, ny0, ny1, k)

@@ -274,6 +274,17 @@ def test_a_side_does_not_grow_into_the_content(name, detector):
     assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
 
 
+@pytest.mark.parametrize("name", ["heldout3-002-astronaut-ui-shadow", "heldout-082-astronaut-pale-thin"])
+def test_a_side_grows_over_a_near_still_photos_own_busy_edges(name, detector):
+    """A near-still photo's own line (the shuttle's edge) closed a box 24 px short of the webcam's
+    side (IoU 0.86-0.89). The strip beyond it is more active than the inside (its edges move with
+    the photo's drift), which the strip test took for the content's; with its colours the photo's
+    and the activity stepping at the webcam's side, the side moves out."""
+    s = {**SPENT, **HELDOUT}[name]
+    cam, _, _ = estimate(s, detector)
+    assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
+
+
 def test_a_cartoon_close_up_behind_the_webcam_is_no_face_crop(detector):
     """A small webcam over an animated close-up: the cartoon face, bigger than the facecam and
     centred in it, was taken as the largest face (5 face crops outside the webcam)."""
