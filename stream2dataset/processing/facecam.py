@@ -20,9 +20,13 @@ four sides are continuous edges (a rounded corner's arc not counted when nothing
 and a side moves out to a further closing line when the activity steps across that line and not
 across the nearer one (a near-still webcam picture's own lines), and the whole rectangle moves out
 to a closed one around it when the ring between them is as active as the inside (one webcam of
-two people, the still one's picture closing a box around the other). Rectangles are also searched
-without a face, from seeds on a grid: an overlay whose face the detector missed still has its
-borders (the window then looks for the face inside it). It is scored (`confidence`), and the
+two people, the still one's picture closing a box around the other). A side does not grow over a
+strip whose colours are the content's beyond it; a second steady face beside the box brings in a
+closed rectangle holding both (two people in one webcam); the chosen box loses any static strip
+along a side (a UI bar run on to the frame's border, a thick border's flat colour) down to where
+the webcam's motion starts. Rectangles are also searched without a face, from seeds on a grid:
+an overlay whose face the detector missed still has its borders (the window then looks for the
+face inside it). It is scored (`confidence`), and the
 window's layout is `overlay`, `full_frame` (an all-webcam stream, positively recognised: no
 overlay rectangle anywhere, and one big steady face) or `unknown` (no face, or no rectangle one
 can trust): an unknown layout stores no facecam crop (`facecam_not_found`).
@@ -613,10 +617,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
         if found is None or found[0] == (0, 0, w, h):
             continue
         box, weakest = found
-        contrast = _side_contrast(act, box)
-        # continuity 0.8 -> 0, 1.0 -> 1; the activity step backs a side that is faint
-        conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5 + 0.5 * min(1.0, 3 * contrast)) \
-            * min(1.0, t.presence / 0.6)
+        conf = _confidence(act, box, weakest, t.presence)
         scored.append((conf * t.score, conf, t, box, weakest))
     top = tracks[0]
     best = max(scored, key=lambda s: s[0]) if scored else None
@@ -634,10 +635,10 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
                    and b[2] >= MIN_CAM_OVER_FACE * t.box[2] and b[3] >= MIN_CAM_OVER_FACE * t.box[3]]
         if holding:
             box, weakest = min(holding, key=lambda r: r[0][2] * r[0][3])
-            conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
-                       + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, t.presence / 0.6)
+            conf = _confidence(act, box, weakest, t.presence)
             if conf >= SEED_CONFIDENCE:
-                return FacecamEstimate("overlay", _trim_static(box, act, picture), t.box, weakest, t.presence, round(conf, 3))
+                return FacecamEstimate("overlay", _trim_static(box, act, picture), t.box, weakest, t.presence,
+                                       round(conf, 3))
     if rects:
         return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0],
                                tuple(b for b, _ in rects[:LOOK_INTO]))
