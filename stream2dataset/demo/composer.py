@@ -11,7 +11,8 @@ UI (panels, text, a still photo), and a pale, low-contrast version of `vtest.avi
 The truth box is the webcam picture (inside any border): what a dataset of the streamer wants.
 `compose(spec)` renders one stream as H.264 MP4 (cached by its spec); `streams(seed)` is the
 evaluation set, split into `tune` and `heldout` by a fixed seed; `heldout2()` is a fresh held-out
-split from another seed (the first held-out split had been looked at twice).
+split from another seed (the first held-out split had been looked at twice); heldout3, heldout4
+and heldout6 are the later rounds' fresh ones.
 """
 
 from __future__ import annotations
@@ -335,6 +336,15 @@ def heldout4(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
     return streams(n_overlay, n_webcam, HELDOUT4_SEED, split="heldout4")
 
 
+HELDOUT6_SEED = 6173  # stream seeds 6173000..6173511
+
+
+def heldout6(n_overlay: int = 112, n_webcam: int = 12) -> list[StreamSpec]:
+    """The sixth round's held-out split (issue 14): the same generator from a new seed, run once
+    after round six, which tuned on every earlier split (heldout..heldout4 had all been seen)."""
+    return streams(n_overlay, n_webcam, HELDOUT6_SEED, split="heldout6")
+
+
 def all_streams() -> list[StreamSpec]:
-    """Every split: tune + heldout (`streams()`), heldout2, heldout3 and heldout4."""
-    return streams() + heldout2() + heldout3() + heldout4()
+    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4 and heldout6."""
+    return streams() + heldout2() + heldout3() + heldout4() + heldout6()

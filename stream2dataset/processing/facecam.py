@@ -20,9 +20,13 @@ four sides are continuous edges (a rounded corner's arc not counted when nothing
 and a side moves out to a further closing line when the activity steps across that line and not
 across the nearer one (a near-still webcam picture's own lines), and the whole rectangle moves out
 to a closed one around it when the ring between them is as active as the inside (one webcam of
-two people, the still one's picture closing a box around the other). Rectangles are also searched
-without a face, from seeds on a grid: an overlay whose face the detector missed still has its
-borders (the window then looks for the face inside it). It is scored (`confidence`), and the
+two people, the still one's picture closing a box around the other). A side does not grow over a
+strip whose colours are the content's beyond it; a second steady face beside the box brings in a
+closed rectangle holding both (two people in one webcam); the chosen box loses any static strip
+along a side (a UI bar run on to the frame's border, a thick border's flat colour) down to where
+the webcam's motion starts. Rectangles are also searched without a face, from seeds on a grid:
+an overlay whose face the detector missed still has its borders (the window then looks for the
+face inside it). It is scored (`confidence`), and the
 window's layout is `overlay`, `full_frame` (an all-webcam stream, positively recognised: no
 overlay rectangle anywhere, and one big steady face) or `unknown` (no face, or no rectangle one
 can trust): an unknown layout stores no facecam crop (`facecam_not_found`).
@@ -57,7 +61,8 @@ CORNER_SKIP = 0.12       # share of each side's ends not counted when no rectang
 GROW_MAX = 0.5          # a side moves out by at most this share of the box ...
 GROW_CONTINUITY = 0.6   # ... to a line this continuous (the step backs it) ...
 GROW_SAME = 0.25         # ... over a strip whose activity is like the inside's ...
-GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger
+GROW_STEP = 0.07         # ... when the activity step across the new line is this much bigger ...
+GROW_COLOURS = 0.1       # ... unless the strip's colours are the content's beyond it, by this much
 SEED_PX = 32             # the face-free overlay search: small seeds on a grid ...
 SEED_STEP = (120, 80)    # ... spaced so that any facecam >= 160x120 holds one whole seed
 SEED_CANDIDATES = 8      # lines per side from a seed (a face's search takes CANDIDATES)
@@ -71,6 +76,14 @@ STATIC_ACT = 0.25        # a band this still is static graphics (a UI panel; cod
 ACTIVE_ACT = 0.8         # ... and a webcam's band this active (a camera's sensor noise alone moves it):
 #                          where one meets the other is a side even with no visible edge (a dark
 #                          webcam corner over a dark UI)
+DUO_PRESENCE = 0.6       # a second steady face beside the box (two people in one webcam) ...
+DUO_SPAN = 5.0           # ... no further from the first than this many face sizes ...
+DUO_AREA = 4.0           # ... is in the webcam when a closed rectangle this much bigger holds both
+TRIM_MAX = 0.4           # a side moves in past a static strip (a UI bar, a thick border's flat colour)
+TRIM_CORE = 4            # ... at least this many lines still, once the codec's bleed is left out ...
+#                          up to this share of the box, where the webcam's motion starts
+FLAT_STD = 4.0           # a border's flat colour: grey levels this close (codec noise)
+UI_ACT = 0.1             # drawn graphics: only codec noise moves them
 
 
 @dataclass(frozen=True)
@@ -241,7 +254,8 @@ def _side_contrast(act: np.ndarray, box: Box, band: int = 6, gap: int = 3) -> fl
 
 def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None = None,
                limit: int = CANDIDATES, skip: float = 0.0, grow: bool = True,
-               min_size: tuple[int, int] = (0, 0), use_stops: bool = False) -> tuple[Box, float] | None:
+               min_size: tuple[int, int] = (0, 0), use_stops: bool = False,
+               picture: np.ndarray | None = None) -> tuple[Box, float] | None:
     """A rectangle around `face` whose four sides are continuous persistent edges: the smallest,
     and with `act` (the activity map) its sides moved out where the activity steps (`_grow`)."""
     vx, vy, exact_x, exact_y, cx, cy, stops, c_stops = maps
@@ -348,7 +362,7 @@ def _rectangle(maps: tuple[np.ndarray, ...], face: Box, act: np.ndarray | None =
     box = (int(L[i]), int(T[k]), int(R[j] - L[i]), int(B[m] - T[k]))
     weakest = float(weakest_all[i, j, k, m])
     if act is not None and grow:
-        box, weakest = _grow(box, weakest, act, (lefts, rights, tops, bottoms), vertical, horizontal, (w, h))
+        box, weakest = _grow(box, weakest, act, (lefts, rights, tops, bottoms), vertical, horizontal, (w, h), picture)
     return box, weakest
 
 
@@ -380,7 +394,36 @@ def _line_step(act: np.ndarray, axis: int, at: int, lo: int, hi: int, inside_aft
     return abs(a - b) / (a + b + 1.0)
 
 
-def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal, size) -> tuple[Box, float]:
+def _colours(image: np.ndarray) -> np.ndarray:
+    """A normalised colour histogram (8 levels a channel)."""
+    hist = cv2.calcHist([np.ascontiguousarray(image)], [0, 1, 2], None, [8, 8, 8], [0, 256] * 3).ravel()
+    return hist / max(float(hist.sum()), 1.0)
+
+
+def _outside_colours(picture: np.ndarray, side: int, a: int, b: int, new: int, lo: int, hi: int) -> bool:
+    """Whether the strip a side would gain (columns or rows a..b) has the colours of what lies
+    beyond its new line more than of the box just inside its old one: then it is the content's
+    own (a lamppost's line in the street scene around a still photo), not the webcam's."""
+    width = b - a
+    vertical = side < 2
+    n = picture.shape[1] if vertical else picture.shape[0]
+    if side in (0, 2):  # growing left/up: beyond is before `new`, the inside is after b
+        beyond, inside = (max(0, new - width), new), (b, min(n, b + width))
+    else:
+        beyond, inside = (new, min(n, new + width)), (max(0, a - width), a)
+
+    def cut(r: tuple[int, int]) -> np.ndarray:
+        return picture[lo:hi, r[0]:r[1]] if vertical else picture[r[0]:r[1], lo:hi]
+    if beyond[1] - beyond[0] < 4 or inside[1] - inside[0] < 4:
+        return False
+    strip = _colours(cut((a, b)))
+    like_beyond = float(np.minimum(strip, _colours(cut(beyond))).sum())
+    like_inside = float(np.minimum(strip, _colours(cut(inside))).sum())
+    return like_beyond > like_inside + GROW_COLOURS
+
+
+def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal, size,
+          picture: np.ndarray | None = None) -> tuple[Box, float]:
     """Move a side out to the next line that still closes the rectangle when the activity step
     across the new line is clearly bigger than across the old one: a steady line inside a
     near-still webcam picture (a photo's edge) has the same activity on both of its sides, the
@@ -417,14 +460,67 @@ def _grow(box: Box, weakest: float, act: np.ndarray, lines, vertical, horizontal
             # the strip gained must be the webcam's own content (a border's flat colour is not)
             a, b = sorted((cur, new))
             strip = float((act[lo:hi, a:b] if axis == 1 else act[a:b, lo:hi]).mean())
-            same = abs(strip - inner) / (strip + inner + 1.0) <= GROW_SAME
-            if same and there >= here + GROW_STEP and (best is None or there > best[0]):
+            # (a strip more active than the inside passes when its colours are not the content's:
+            # a near-still photo's own edges move with its drift)
+            same = (inner - strip if picture is not None else abs(strip - inner)) / (strip + inner + 1.0) <= GROW_SAME
+            if same and there >= here + GROW_STEP and (best is None or there > best[0]) \
+                    and (picture is None or not _outside_colours(picture, side, a, b, new, lo, hi)):
                 best = (there, nx0, nx1, ny0, ny1, k)
         if best:
             _, x0, x1, y0, y1, k = best
             weakest = min(weakest, k)
             bw, bh = x1 - x0, y1 - y0
     return (x0, y0, x1 - x0, y1 - y0), weakest
+
+
+def _trim_static(box: Box, act: np.ndarray, picture: np.ndarray) -> Box:
+    """Move each side in past a static strip to where the webcam's motion starts: a side that no
+    edge closed runs on to the frame's border over a still UI, a thick border's flat colour
+    (whose inner line the picture's dark edge hid) is no part of the webcam. A strip is static
+    when its lines, bar 2 px of codec bleed at each end, average at most STATIC_ACT; the side
+    moves to the first line as active as a camera (ACTIVE_ACT, and 0.3 of the band after it).
+    Only a side on the frame's border, a strip of one flat colour (a border) or one as still as
+    drawn graphics (UI_ACT): a webcam's own picture may hold still strips too (an animated
+    scene's dark wall: 0.2 on average, a UI's text and panels 0.05)."""
+    x, y, bw, bh = box
+    H, W = act.shape
+    for side in range(4):
+        on_border = (side == 0 and x == 0) or (side == 1 and x + bw == W) or (side == 2 and y == 0) \
+            or (side == 3 and y + bh == H)
+        span = bh if side < 2 else bw
+        depth = int(TRIM_MAX * (bw if side < 2 else bh))
+        if depth < TRIM_CORE + 6:
+            continue
+        if side == 0:
+            p = act[y:y + bh, x:x + depth].mean(axis=0)
+        elif side == 1:
+            p = act[y:y + bh, x + bw - depth:x + bw].mean(axis=0)[::-1]
+        elif side == 2:
+            p = act[y:y + depth, x:x + bw].mean(axis=1)
+        else:
+            p = act[y + bh - depth:y + bh, x:x + bw].mean(axis=1)[::-1]
+        if span <= 0 or p.size < depth:
+            continue
+        band = np.convolve(p, np.ones(8) / 8, mode="full")[7:]  # mean of p[q:q+8]
+        q = next((q for q in range(TRIM_CORE + 4, depth - 8)
+                  if p[q] >= max(ACTIVE_ACT, 0.3 * band[q]) and band[q] >= ACTIVE_ACT), None)
+        still = float(p[2:q - 2].mean()) if q is not None else STATIC_ACT + 1
+        if still > STATIC_ACT:
+            continue
+        core = (picture[y:y + bh, x + 2:x + q - 2] if side == 0 else picture[y:y + bh, x + bw - q + 2:x + bw - 2]
+                if side == 1 else picture[y + 2:y + q - 2, x:x + bw] if side == 2
+                else picture[y + bh - q + 2:y + bh - 2, x:x + bw])
+        if not on_border and still > UI_ACT and float(core.reshape(-1, 3).std(axis=0).max()) > FLAT_STD:
+            continue
+        if side == 0:
+            x, bw = x + q, bw - q
+        elif side == 1:
+            bw -= q
+        elif side == 2:
+            y, bh = y + q, bh - q
+        else:
+            bh -= q
+    return x, y, bw, bh
 
 
 def overlay_rectangles(maps: tuple[np.ndarray, ...], act: np.ndarray | None = None) -> list[tuple[Box, float]]:
@@ -447,6 +543,42 @@ def overlay_rectangles(maps: tuple[np.ndarray, ...], act: np.ndarray | None = No
     return sorted(found.items(), key=lambda kv: -kv[1])
 
 
+def _confidence(act: np.ndarray, box: Box, weakest: float, presence: float) -> float:
+    # continuity 0.8 -> 0, 1.0 -> 1; the activity step backs a side that is faint
+    return min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
+               + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, presence / 0.6)
+
+
+def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray, size: tuple[int, int],
+                 picture: np.ndarray | None = None) -> tuple:
+    """One webcam of two people: a second steady face just beside the box (the near-still
+    person's own picture lines closed a box around the other) is in the webcam when a closed
+    rectangle holds both faces, on no frame border the box was not on, within DUO_AREA times
+    its area, and as sure."""
+    _, conf, t, box, weakest = best
+    w, h = size
+    x, y, bw, bh = box
+    for t2 in tracks[:4]:
+        if t2 is t or t2.presence < DUO_PRESENCE or t2.score < FULL_FRAME_SCORE or centre_inside(t2.box, box) \
+                or not 0.5 <= t2.box[2] / max(t.box[2], 1) <= 2.0:
+            continue
+        ux0, uy0 = min(t.box[0], t2.box[0]), min(t.box[1], t2.box[1])
+        ux1, uy1 = max(t.box[0] + t.box[2], t2.box[0] + t2.box[2]), max(t.box[1] + t.box[3], t2.box[1] + t2.box[3])
+        if ux1 - ux0 > DUO_SPAN * max(t.box[2], t2.box[2]) or uy1 - uy0 > DUO_SPAN * max(t.box[3], t2.box[3]):
+            continue  # too far apart for one webcam
+        found = _rectangle(maps, (ux0, uy0, ux1 - ux0, uy1 - uy0), act, picture=picture)
+        if found is None:
+            continue
+        (nx, ny, nw, nh), k = found
+        new_border = (nx == 0 < x) or (ny == 0 < y) or (nx + nw == w > x + bw) or (ny + nh == h > y + bh)
+        if new_border or nw * nh > DUO_AREA * bw * bh or not centre_inside(box, found[0]):
+            continue
+        c2 = _confidence(act, found[0], k, min(t.presence, t2.presence))
+        if c2 >= max(MIN_CONFIDENCE, conf - 0.1):
+            return (c2 * t.score, c2, t, found[0], k)
+    return best
+
+
 def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
     """The window's layout from sampled RGB frames and their detected faces (`Face`s or boxes)."""
     n = len(frames)
@@ -457,6 +589,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     cx = np.concatenate([np.zeros((1, w)), np.cumsum(vx, axis=0)])  # prefix sums: O(1) side fractions
     cy = np.concatenate([np.zeros((h, 1)), np.cumsum(vy, axis=1)], axis=1)
     act = activity(frames)
+    picture = frames[n // 2]
     maps = (vx, vy, exact_x, exact_y, cx, cy, None, None)
     with_stops: list = []
 
@@ -474,26 +607,25 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
                                tuple(b for b, _ in rects[:LOOK_INTO]))
     scored = []
     for t in tracks[:3]:
-        found = _rectangle(maps, t.box, act)
+        found = _rectangle(maps, t.box, act, picture=picture)
         if found is None or found[0] == (0, 0, w, h):
-            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP)
+            found = _rectangle(maps, t.box, act, skip=CORNER_SKIP, picture=picture)
         if found is None or found[0] == (0, 0, w, h):
-            found = _rectangle(stop_maps(), t.box, act, skip=CORNER_SKIP, use_stops=True)
+            found = _rectangle(stop_maps(), t.box, act, skip=CORNER_SKIP, use_stops=True, picture=picture)
             if found is not None and found[0][2] * found[0][3] >= FULL_FRAME_AREA * w * h:
                 found = None  # motion that stops at a source's own black bar is no overlay
         if found is None or found[0] == (0, 0, w, h):
             continue
         box, weakest = found
-        contrast = _side_contrast(act, box)
-        # continuity 0.8 -> 0, 1.0 -> 1; the activity step backs a side that is faint
-        conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5 + 0.5 * min(1.0, 3 * contrast)) \
-            * min(1.0, t.presence / 0.6)
+        conf = _confidence(act, box, weakest, t.presence)
         scored.append((conf * t.score, conf, t, box, weakest))
     top = tracks[0]
     best = max(scored, key=lambda s: s[0]) if scored else None
     if best and best[1] >= MIN_CONFIDENCE and best[3][2] * best[3][3] < FULL_FRAME_AREA * w * h:
+        best = _both_people(best, tracks, maps, act, (w, h), picture)
+    if best and best[1] >= MIN_CONFIDENCE and best[3][2] * best[3][3] < FULL_FRAME_AREA * w * h:
         _, conf, t, box, weakest = best
-        return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+        return FacecamEstimate("overlay", _trim_static(box, act, picture), t.box, weakest, t.presence, round(conf, 3))
     # All webcam only when positively recognised: no overlay rectangle anywhere (a webcam whose
     # face the detector missed still has its borders, and then the steady face is the content's,
     # e.g. a cartoon's), and one big steady face that no other steady face rivals.
@@ -503,10 +635,10 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
                    and b[2] >= MIN_CAM_OVER_FACE * t.box[2] and b[3] >= MIN_CAM_OVER_FACE * t.box[3]]
         if holding:
             box, weakest = min(holding, key=lambda r: r[0][2] * r[0][3])
-            conf = min(1.0, 0.5 * (weakest - SIDE_CONTINUITY) / (1 - SIDE_CONTINUITY) + 0.5
-                       + 0.5 * min(1.0, 3 * _side_contrast(act, box))) * min(1.0, t.presence / 0.6)
+            conf = _confidence(act, box, weakest, t.presence)
             if conf >= SEED_CONFIDENCE:
-                return FacecamEstimate("overlay", box, t.box, weakest, t.presence, round(conf, 3))
+                return FacecamEstimate("overlay", _trim_static(box, act, picture), t.box, weakest, t.presence,
+                                       round(conf, 3))
     if rects:
         return FacecamEstimate("unknown", None, None, 0.0, top.presence, 0.0, "overlay_without_face", rects[0][0],
                                tuple(b for b, _ in rects[:LOOK_INTO]))

@@ -100,6 +100,10 @@ def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_fac
     if cam.kind == "overlay":
         faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]
         faces = faces_in_facecam(detector, images, faces, cam, keep_score)
+        # a face bigger than the facecam, centred in it, is the content's behind the webcam (a
+        # cartoon's close-up), not the streamer's: the crops would take it as the largest face
+        faces = [[f for f in fs if not (centre_inside(f.box, cam.box)
+                                        and (f.box[2] > cam.box[2] or f.box[3] > cam.box[3]))] for fs in faces]
     else:
         faces = [found[i] if i in found else detector.detect(img) for i, img in enumerate(images)]
     lap("detect")
