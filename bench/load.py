@@ -72,9 +72,10 @@ SAMPLE_S = 5.0
 def service_config(urls: list[str], root: Path, args: argparse.Namespace) -> dict:
     return {
         "storage": {"root": str(root)},
-        # The default 0.1 CPU per recorder reserves both CPUs of this machine at 20 streams, and a
-        # processing actor (1 CPU) would never be scheduled; a recorder uses ~2% of a core.
-        "ray": {"namespace": "s2d-load", "recorder_cpus": args.recorder_cpus},
+        # Ray's reservations, not the CPU used, decide how many processing actors fit beside the
+        # recorders (a recorder uses ~1-2% of a core): past 20 streams at the defaults, lower both.
+        "ray": {"namespace": "s2d-load", "recorder_cpus": args.recorder_cpus,
+                "processor_cpus": args.processor_cpus},
         "recording": {"segment_seconds": args.segment_seconds, "min_free_gb": 0.5, "poll_interval_s": 2,
                       "backoff_initial_s": 1, "backoff_max_s": 10, "stream_timeout_s": 15},
         "processing": {"auto": True, "interval_s": args.interval, "outputs": args.outputs.split(","),
@@ -304,6 +305,7 @@ def main() -> None:
     ap.add_argument("--keyframes-only", action="store_true", help="processing.keyframes_only")
     ap.add_argument("--segment-seconds", type=float, default=10, help="recording.segment_seconds")
     ap.add_argument("--recorder-cpus", type=float, default=RayConfig().recorder_cpus, help="ray.recorder_cpus")
+    ap.add_argument("--processor-cpus", type=float, default=RayConfig().processor_cpus, help="ray.processor_cpus")
     ap.add_argument("--baseline-seconds", type=float, default=30, help="ffmpeg recording baseline; 0 skips it")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
     args = ap.parse_args()
@@ -404,13 +406,14 @@ def report(console: Console, args, run: dict, rows: list[dict], lost: int, unrec
     if media:
         add("non-recorder CPU per processed media s", f"{proc_cpu:.3f} s", "")
         add("processing / ffmpeg decode CPU", f"{proc_cpu / decode_base:.2f}×", "")
-        # What the cost above asks of the machine, and what Ray lets processing have: its actors take 1 CPU each.
+        # What the cost above asks of the machine, and what Ray lets processing have: ray.processor_cpus each.
         add(f"cores processing needs for {args.streams} streams at that cost (Ray's upkeep included)",
             f"{args.streams * proc_cpu:.1f}", "")
     else:
         add("non-recorder CPU per processed media s", "- (nothing processed while recording)", "")
     free = (os.cpu_count() or 1) - args.streams * args.recorder_cpus
-    add("processing actors Ray can place beside the recorders", f"{max(0, int(free))} (1 CPU each; "
+    add("processing actors Ray can place beside the recorders", f"{max(0, int(free / args.processor_cpus))} "
+        f"({args.processor_cpus:g} CPU each; "
         f"{free:.2f} of {os.cpu_count()} CPUs left by {args.streams} × {args.recorder_cpus:g})", "")
     console.print(table)
     title = f"{args.streams} × {res} streams, processing every {args.interval:g} s; dashed: `down`"

@@ -13,7 +13,7 @@ from ray.cluster_utils import Cluster
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.layout import Storage
 from stream2dataset.service.pool import ProcessingPool
-from tests.service.test_pool import commit, config, frame_ids
+from tests.service.test_pool import all_done, commit, config, frame_ids
 
 
 def run(root: Path, videos: list[Path], kill=None) -> dict:
@@ -24,7 +24,7 @@ def run(root: Path, videos: list[Path], kill=None) -> dict:
     killed = False
     deadline = time.monotonic() + 200
     try:
-        while not (all(storage.done_marker(s).exists() for s in ids) and not pool.segments):
+        while not (all_done(pool, ids)() and not pool.segments):
             assert time.monotonic() < deadline, pool.status()
             pool.step()
             if kill and not killed and sum(pool.status()["nodes"].values()) >= 6:

@@ -11,6 +11,7 @@ import pytest
 
 from stream2dataset.config import parse_config
 from stream2dataset.dataset import manifest
+from stream2dataset.dataset.compaction import compaction_lock
 from stream2dataset.ingest.segments import probe
 from stream2dataset.layout import Storage
 from stream2dataset.media import sha256_file
@@ -53,8 +54,9 @@ def run_until(pool: ProcessingPool, done, timeout: float = 120, during=lambda: N
 
 
 def frame_ids(storage: Storage) -> list[str]:
-    return [i for p in sorted((storage.root / "dataset" / "frames").rglob("*.parquet"))
-            for i in pq.read_table(p, columns=["frame_id"])["frame_id"].to_pylist()]
+    with compaction_lock(storage):  # the pool's commits compact shards in the background
+        return [i for p in sorted((storage.root / "dataset" / "frames").rglob("*.parquet"))
+                for i in pq.read_table(p, columns=["frame_id"])["frame_id"].to_pylist()]
 
 
 def all_done(pool: ProcessingPool, ids: list[str]):
