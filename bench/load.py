@@ -8,7 +8,7 @@ backlog), the processing state from `service.status()`, and the CPU and memory o
 every process under it (the local Ray). Then it stops the service, drains the backlog with one
 `process` job, and checks: HLS media segments lost (served sequence numbers vs the recorded span,
 gaps between consecutive committed segments), rows written, backlog over time (max, trend),
-memory (peak, trend). Ratios against baselines measured in the same run: recorder CPU per stream
+memory (peak, trend, and by kind of process). Ratios against baselines measured in the same run: recorder CPU per stream
 over `ffmpeg -c copy -f segment` recording the same streams (bench/record_streams.py), processing
 CPU per media second over `ffmpeg -threads 1 -vf fps=1` decoding recorded segments
 (bench/process_speed.py). A plot of backlog and memory over time, and the samples, go to `--out`.
@@ -19,6 +19,8 @@ The config is what an operator would write for this load: 10-s segments, rows co
 
     .venv/bin/python bench/load.py --streams 20 --seconds 600
     .venv/bin/python bench/load.py --streams 20 --seconds 600 --keyframes-only   # cheaper processing
+    .venv/bin/python bench/load.py --streams 30 --seconds 600 --recorder-cpus 0.03 --processor-cpus 0.5
+                                   # past 20 streams on 2 cores: two half-CPU actors fit beside the recorders
 """
 
 from __future__ import annotations
@@ -50,9 +52,8 @@ from stream2dataset.config import RayConfig
 from stream2dataset.demo import LiveHLSServer, build_demo_hls
 from stream2dataset.demo.footage import Layout
 from stream2dataset import service
-from stream2dataset.dataset.manifest import read_segments
+from stream2dataset.dataset.manifest import manifest_files, pending_segments, read_segments
 from stream2dataset.ingest.segments import probe
-from stream2dataset.dataset.manifest import pending_segments
 from stream2dataset.processing.pipeline import process
 from stream2dataset.layout import Storage
 
@@ -84,6 +85,29 @@ def service_config(urls: list[str], root: Path, args: argparse.Namespace) -> dic
     }
 
 
+def committed_rows(storage: Storage) -> int:
+    """Segments in the manifest: rows, not files (compaction merges the files as the run goes)."""
+    for _ in range(5):
+        try:
+            return sum(pq.read_metadata(f).num_rows for f in manifest_files(storage.root))
+        except FileNotFoundError:  # a file went into a period file while listed: list again
+            continue
+    return 0
+
+
+def role_of(proc: psutil.Process) -> str:
+    """A Ray worker by its title (`ray::Recorder`, `ray::IDLE`...), a daemon or tool by its name."""
+    cmd = proc.cmdline()
+    if cmd and cmd[0].startswith("ray::"):
+        return cmd[0].split(".")[0].split()[0]
+    text = " ".join(cmd)
+    for key in ("gcs_server", "raylet", "dashboard_agent", "runtime_env", "log_monitor", "monitor.py", "dashboard.py",
+                "default_worker", "streamlink", "ffmpeg"):
+        if key in text:
+            return key
+    return "this script" if proc.pid == os.getpid() else (Path(cmd[0]).name if cmd else "?")
+
+
 class Sampler:
     """CPU and memory of this process and all under it (the local Ray), and the service's progress."""
 
@@ -99,6 +123,7 @@ class Sampler:
 
     def cpu_and_memory(self) -> dict:
         cpu = rss = pss = 0.0
+        by_role: dict[str, float] = {}  # PSS per kind of process: where a growth comes from
         procs = self.tree()
         for p in procs:
             try:
@@ -108,12 +133,15 @@ class Sampler:
                     cpu += t.user + t.system + t.children_user + t.children_system
                     mem = p.memory_full_info()
                     rss, pss = rss + mem.rss, pss + mem.pss
+                    role = role_of(p)
+                    by_role[role] = by_role.get(role, 0.0) + mem.pss / 2**20
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-        return {"cpu_s": cpu, "rss_mb": rss / 2**20, "pss_mb": pss / 2**20, "procs": len(procs)}
+        return {"cpu_s": cpu, "rss_mb": rss / 2**20, "pss_mb": pss / 2**20, "procs": len(procs),
+                "pss_by_role": by_role}
 
     def sample(self) -> dict:
-        committed = sum(1 for _ in self.storage.segments_manifest.rglob("*.parquet"))
+        committed = committed_rows(self.storage)
         done = self.storage.root / "dataset" / "_done"
         processed = sum(not p.name.startswith(".") for p in done.iterdir()) if done.exists() else 0  # not temp files
         proc = {"state": self.phase}
@@ -210,7 +238,7 @@ def plot(samples: list[dict], stop_t: float, path: Path, title: str) -> Path:
     busy = [(a["t"], b["t"]) for a, b in zip(samples, samples[1:]) if a["processing"] in ("running", "dedup")]
     for k, (lo, hi) in enumerate(busy):
         axes[1].axvspan(lo, hi, color="tab:orange", alpha=0.15, linewidth=0,
-                        label=None if k else "processing job running (status)")
+                        label=None if k else "the pool processing (status)")
     if busy:
         axes[1].legend()
     axes[1].set_ylabel("backlog (pending segments)")
@@ -397,6 +425,10 @@ def report(console: Console, args, run: dict, rows: list[dict], lost: int, unrec
     add("memory, sum of RSS (peak / at stop)",
         f"{max(r['rss_mb'] for r in samples):.0f} / {at_stop['rss_mb']:.0f} MB", "")
     add("memory trend (PSS), 2nd half", f"{mem_slope:+.1f} MB/min", "≈ 0")
+    roles = [(slope_per_min([{"t": r["t"], "v": r["pss_by_role"].get(k, 0.0)} for r in during], "v"), k)
+             for k in {k for r in during for k in r["pss_by_role"]}]
+    add("PSS trend by process, 2nd half (largest 3)",
+        ", ".join(f"{k} {v:+.1f}" for v, k in sorted(roles, reverse=True)[:3]) + " MB/min", "")
     add("CPU used, Ray + driver (steady state)", f"{run['tree_cpu'] / run['wall']:.2f} cores of {os.cpu_count()}", "")
     add("recorder CPU per stream (mean / max)", f"{rec_mean:.2%} / {max(rec_cpu):.2%} of a core", "< 5%")
     if base_cpu:
