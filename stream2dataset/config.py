@@ -222,7 +222,7 @@ class ProcessingConfig(_Model):
     detector: Literal["mediapipe", "haar"] = Field("mediapipe", description="face detector (haar: OpenCV fallback)")
     min_face_score: float = Field(0.75, ge=0, le=1, description="faces below this detector score are dropped")
     min_crop_px: int = Field(64, ge=8, description="crops smaller than this (either side) are dropped")
-    min_sharpness: float = Field(15.0, ge=0, description="variance of the Laplacian below which a crop is blurred")
+    min_sharpness: float = Field(15.0, ge=0, description="variance of the Laplacian, at the size the crop is stored (its `resize`), below which a crop is blurred")
     face_margin: float = Field(0.5, ge=0, le=3, description="`face` output: margin around the face, in face sizes")
     aligned_size: int = Field(256, ge=32, le=2048, description="`aligned_face` output size")
     embeddings: bool = Field(False, description="identity embeddings (dlib ResNet, 128-d) of the `aligned_face` and "

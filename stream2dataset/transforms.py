@@ -360,6 +360,21 @@ def apply_chain(steps: list[Step], batch: np.ndarray) -> np.ndarray:
     return batch
 
 
+def stored_scale(steps: list[Step], w: int, h: int) -> float:
+    """The factor by which the chain's last `resize` scales a w x h image (1.0 without one): what a
+    crop's sharpness is judged at. (A `crop` step before it is not taken into account.)"""
+    resizes = [s for s in steps if s.name == "resize"]
+    if not resizes:
+        return 1.0
+    size, mode = resizes[-1].params["size"], resizes[-1].params["mode"]
+    tw, th = (size, size) if isinstance(size, int) else size
+    if mode == "pad":
+        return min(tw / w, th / h)
+    if mode == "crop":
+        return max(tw / w, th / h)
+    return (tw * th / (w * h)) ** 0.5  # stretch: the mean of the two axes' factors, geometrically
+
+
 def chain_names(steps: list[Step]) -> list[str]:
     """The `transforms` column of a row: e.g. ['clahe(clip_limit=2.0,tile=8)', ...], deterministic."""
     return [str(step) for step in steps]

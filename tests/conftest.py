@@ -3,6 +3,7 @@
 import itertools
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,12 @@ import yaml
 
 from stream2dataset.cluster import ray_env_defaults
 from stream2dataset.demo import SMALL_LAYOUT, LiveHLSServer, build_demo_hls, carphone_path
+
+# A shell without job control starts background commands with SIGINT ignored, and an ignored signal
+# stays ignored in every child: the Ctrl-C tests would then wait for processes that cannot hear it.
+# A handler (not SIG_IGN) here is reset to the default in each child, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 CACHE = Path(os.environ.get("S2D_CACHE", Path.home() / ".cache" / "stream2dataset"))
 

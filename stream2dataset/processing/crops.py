@@ -7,12 +7,15 @@ counted under its reason (datatrove's filters), e.g. a "be right back" screen un
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..config import ProcessingConfig
+from ..transforms import Step, parse_chain, stored_scale
 from .detect import Face, align_face, centre_inside
 from .facecam import Box, FacecamEstimate
 from .person import person_box
@@ -34,6 +37,25 @@ def sharpness(image: np.ndarray) -> float:
     """Variance of the Laplacian of the grey image: low means blurred."""
     grey = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+@functools.lru_cache(maxsize=8)
+def _chain(transforms_json: str) -> list[Step]:
+    return parse_chain(json.loads(transforms_json))
+
+
+def stored_sharpness(image: np.ndarray, cfg: ProcessingConfig) -> float:
+    """Sharpness at the size the crop is stored (the transforms' `resize`), where that is smaller.
+
+    The variance of the Laplacian falls as an image is enlarged: at its own size a 700-px crop of a
+    good webcam scores below the same picture at 256 px, so an absolute gate at the cut size drops
+    big crops that are sharp as stored. A crop the resize enlarges is judged at its own size."""
+    h, w = image.shape[:2]
+    scale = stored_scale(_chain(json.dumps(cfg.transforms, default=str)), w, h)
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = cv2.resize(np.ascontiguousarray(image[..., :3]), size, interpolation=cv2.INTER_AREA)
+    return sharpness(image)
 
 
 def _clamp(box: tuple[float, float, float, float], w: int, h: int) -> Box:
@@ -70,7 +92,7 @@ def frame_crops(image: np.ndarray, faces: list[Face], cam: FacecamEstimate, mask
     def add(kind: str, img: np.ndarray, box: Box, det: str, score: float) -> None:
         if min(img.shape[:2]) < cfg.min_crop_px:
             drops.append("too_small")
-        elif sharpness(img) < cfg.min_sharpness:
+        elif stored_sharpness(img, cfg) < cfg.min_sharpness:
             drops.append("blurred")
         else:
             crops.append(Crop(kind, img, box, det, score))

@@ -305,3 +305,23 @@ def test_a_second_steady_face_beside_the_box_is_in_the_webcam(detector):
     s = SPENT4["heldout4-091-duo-pan-colour"]
     cam, _, _ = estimate(s, detector)
     assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
+
+
+def test_a_big_crop_is_judged_sharp_at_its_stored_size(detector):
+    """An all-webcam stream of two people: the face crops are ~480 px, stored at 256. At their cut
+    size the variance of the Laplacian was below `min_sharpness` on every frame (0 of 12 kept at
+    commit 5770ff4); judged at the stored size they are kept. The same crops blurred as stored are
+    still dropped."""
+    import cv2
+
+    from stream2dataset.processing.crops import stored_sharpness
+
+    cfg = ProcessingConfig(outputs=["face"])
+    cam, frames, faces = estimate(SPECS["tune-w03-duo-webcam"], detector)
+    assert cam.kind == "full_frame"
+    kept = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    assert len(kept) >= 0.9 * len(frames) and min(min(c.image.shape[:2]) for c in kept) > 256
+    for c in kept:
+        small = cv2.resize(c.image, (256, 256), interpolation=cv2.INTER_AREA)
+        blurred = cv2.resize(cv2.GaussianBlur(small, (0, 0), 2.5), c.image.shape[1::-1])
+        assert stored_sharpness(blurred, cfg) < cfg.min_sharpness
