@@ -132,6 +132,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+SERVICE_TASK_EVENTS = 10_000  # task events the GCS keeps (Ray's default: 100,000)
+
+
+def _service_env() -> dict:
+    """The service's head: the GCS keeps the events of the last SERVICE_TASK_EVENTS tasks (the
+    dashboard's task list), not Ray's default 100,000. The pool runs a task per window and `status`
+    one per recorder: hundreds a minute, so the GCS's memory (~1-2 MB a minute in bench/load.py)
+    would grow for hours before Ray's own cap."""
+    env = dict(os.environ)
+    env.setdefault("RAY_task_events_max_num_task_in_gcs", str(SERVICE_TASK_EVENTS))
+    return env
+
+
 def _start_local_head(dashboard: bool = False) -> dict:
     """`ray start --head --block` in a process group of its own, so `down` stops it and only it.
     Its metrics (the service's `s2d_*` ones included) are served for Prometheus on a port of their
@@ -145,7 +158,7 @@ def _start_local_head(dashboard: bool = False) -> dict:
         [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--disable-usage-stats", *dash, f"--metrics-export-port={metrics_port}",
          f"--temp-dir={os.environ['RAY_TMPDIR']}"],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=_service_env())
     state = {"pgid": proc.pid, "address": f"127.0.0.1:{port}",
              "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
              "dashboard": f"http://127.0.0.1:{DASHBOARD_PORT}" if dashboard else ""}
