@@ -90,8 +90,8 @@ def period_of(path: Path) -> str | None:
 def has_segment(storage: Storage, channel: str, segment_id: str) -> bool:
     if _row_path(storage, channel, segment_id).exists():
         return True
-    periods = [p for p in manifest_files(storage.root, channel) if period_of(p)]
-    return bool(periods) and segment_id in set(_read(periods, ["segment_id"])["segment_id"].to_pylist())
+    table = _read_listed(lambda: [p for p in manifest_files(storage.root, channel) if period_of(p)], ["segment_id"])
+    return segment_id in set(table["segment_id"].to_pylist())
 
 
 def _read(files: list[Path], columns: list[str] | None = None) -> pa.Table:
@@ -100,14 +100,26 @@ def _read(files: list[Path], columns: list[str] | None = None) -> pa.Table:
     return pads.dataset([str(p) for p in files], schema=SEGMENT_SCHEMA, format="parquet").to_table(columns=columns)
 
 
+LISTING_TRIES = 5
+
+
+def _read_listed(listing, columns: list[str] | None = None) -> pa.Table:
+    """The rows of the files `listing()` names now. A compaction may retire a listed file before
+    it is read (its rows are already in the file that replaced it): then list again."""
+    for _ in range(LISTING_TRIES - 1):
+        try:
+            return _read(listing(), columns)
+        except FileNotFoundError:
+            continue
+    return _read(listing(), columns)
+
+
 def read_segments(storage: Storage, channel: str | None = None) -> pa.Table:
     """All committed segment rows (of one channel), sorted by channel and start."""
     base = storage.segments_manifest / channel if channel else storage.segments_manifest
     storage.pull(base.relative_to(storage.root).as_posix(), mirror=True)
-    files = manifest_files(storage.root, channel)
-    if not files:
-        return SEGMENT_SCHEMA.empty_table()
-    return _read(files).sort_by([("channel", "ascending"), ("start", "ascending")])
+    table = _read_listed(lambda: manifest_files(storage.root, channel))
+    return table.sort_by([("channel", "ascending"), ("start", "ascending")])
 
 
 def read_segment_files(paths: list[Path]) -> list[dict]:
@@ -145,11 +157,9 @@ def pending_segments(storage: Storage) -> list[dict]:
     storage.pull(DONE)
     storage.pull(storage.segments_manifest.relative_to(storage.root).as_posix(), mirror=True)
     raw = storage.files(RAW) if storage.remote else None  # one listing, not a request per segment
-    files = manifest_files(storage.root, pending_only=True)
-    if not files:
-        return []
+    table = _read_listed(lambda: manifest_files(storage.root, pending_only=True))
     out, seen = [], set()
-    table = _read(files).sort_by([("channel", "ascending"), ("start", "ascending")])
+    table = table.sort_by([("channel", "ascending"), ("start", "ascending")])
     for row in table.to_pylist():
         if row["segment_id"] in seen:  # a segment rewritten after its period was compacted
             continue

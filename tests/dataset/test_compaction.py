@@ -209,3 +209,29 @@ def test_cli_errors_are_one_line(storage, cli):
     (storage.root.parent / "stream2dataset.yaml").write_text("storage:\n  root: nowhere\n")
     out = cli(storage.root, "compact", "--dry-run")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "storage root not found" in out.stderr
+
+
+def test_readers_list_again_when_a_compaction_retires_a_file_they_listed(storage, monkeypatch):
+    """The service compacts while `process`, the UI and the recorders read the manifest: a file
+    listed a moment before may be gone by the read (its rows now in the period file)."""
+    from stream2dataset.dataset import manifest
+
+    for i in range(18, 24):
+        storage.done_marker(f"twitch.alice.20260302T12{(i - 18) * 10:02d}00.000Z").write_text("{}")
+    before = (sorted(read_segments(storage)["segment_id"].to_pylist()), pending_segments(storage))
+    listing = manifest.manifest_files
+    raced = []
+
+    def compacted_after_listing(*args, **kwargs):
+        files = listing(*args, **kwargs)
+        if not raced:  # the first listing's files are retired before the reader opens them
+            raced.append(compact(storage, target_mb=0.05, now=NOW))
+        return files
+
+    monkeypatch.setattr(manifest, "manifest_files", compacted_after_listing)
+    assert sorted(read_segments(storage)["segment_id"].to_pylist()) == before[0]
+    assert raced and raced[0]  # the compaction did retire files between the listing and the read
+    raced.clear()
+    assert pending_segments(storage) == before[1]
+    raced.clear()
+    assert has_segment(storage, "alice", "twitch.alice.20260302T090000.000Z")
