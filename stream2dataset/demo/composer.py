@@ -354,6 +354,15 @@ def heldout7(n_overlay: int = 112, n_webcam: int = 36) -> list[StreamSpec]:
     return streams(n_overlay, n_webcam, HELDOUT7_SEED, split="heldout7")
 
 
+HELDOUT8_SEED = 8629  # stream seeds 8629000..8629535
+
+
+def heldout8(n_overlay: int = 112, n_webcam: int = 36) -> list[StreamSpec]:
+    """The eighth round's held-out split (issue 14): the same generator from a new seed, run once
+    after round eight, which tuned on every earlier split (heldout7 included)."""
+    return streams(n_overlay, n_webcam, HELDOUT8_SEED, split="heldout8")
+
+
 def all_streams() -> list[StreamSpec]:
-    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4, heldout6 and heldout7."""
-    return streams() + heldout2() + heldout3() + heldout4() + heldout6() + heldout7()
+    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4, heldout6, heldout7, heldout8."""
+    return streams() + heldout2() + heldout3() + heldout4() + heldout6() + heldout7() + heldout8()

@@ -28,7 +28,8 @@ the webcam's motion starts. Rectangles are also searched without a face, from se
 an overlay whose face the detector missed still has its borders (the window then looks for the
 face inside it). It is scored (`confidence`), and the
 window's layout is `overlay`, `full_frame` (an all-webcam stream, positively recognised: no
-overlay rectangle anywhere, and one big steady face) or `unknown` (no face, or no rectangle one
+overlay rectangle anywhere, and one big steady face; the window then looks closer for a small
+webcam's face, `window.py`) or `unknown` (no face, or no rectangle one
 can trust): an unknown layout stores no facecam crop (`facecam_not_found`).
 """
 
@@ -79,6 +80,7 @@ ACTIVE_ACT = 0.8         # ... and a webcam's band this active (a camera's senso
 DUO_PRESENCE = 0.6       # a second steady face beside the box (two people in one webcam) ...
 DUO_SPAN = 5.0           # ... no further from the first than this many face sizes ...
 DUO_AREA = 4.0           # ... is in the webcam when a closed rectangle this much bigger holds both
+DUO_SIZE = 0.4           # ... and the two faces' widths are within this ratio (one sits further back)
 TRIM_MAX = 0.4           # a side moves in past a static strip (a UI bar, a thick border's flat colour)
 TRIM_CORE = 4            # ... at least this many lines still, once the codec's bleed is left out ...
 #                          up to this share of the box, where the webcam's motion starts
@@ -560,7 +562,7 @@ def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray,
     x, y, bw, bh = box
     for t2 in tracks[:4]:
         if t2 is t or t2.presence < DUO_PRESENCE or t2.score < FULL_FRAME_SCORE or centre_inside(t2.box, box) \
-                or not 0.5 <= t2.box[2] / max(t.box[2], 1) <= 2.0:
+                or not DUO_SIZE <= t2.box[2] / max(t.box[2], 1) <= 1 / DUO_SIZE:
             continue
         ux0, uy0 = min(t.box[0], t2.box[0]), min(t.box[1], t2.box[1])
         ux1, uy1 = max(t.box[0] + t.box[2], t2.box[0] + t2.box[2]), max(t.box[1] + t.box[3], t2.box[1] + t2.box[3])

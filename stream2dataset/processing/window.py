@@ -8,6 +8,7 @@ after a crash redoes only unfinished windows and never duplicates rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -34,6 +35,14 @@ from ..transforms import apply_chain, chain_names, parse_chain
 
 NO_FACECAM = FacecamEstimate("unknown", None, None, 0.0, 0.0, 0.0, "not_estimated")
 FACECAM_FRAMES = 12
+LOOK_SIDE = 300 / 720    # before a window is called all-webcam, regions this share of the short side
+#                          are looked into: a 160-px webcam's ~35-px face is found in a 240-300 px
+#                          region at 720p (scores 0.8-0.96), not in 360 px or in the detector's tiles
+LOOK_FRAMES = 6          # ... in this many of the window's sampled frames,
+LOOK_SCAN = 2            # ... every region in the first two of them (~0.1 s a window)
+LOOK_SCORE = 0.75        # zoomed in, the model sees faces in textures (scores 0.5-0.69 on the tune
+#                          split's all-webcam streams, 136-260 px); a small webcam's face scores 0.8+
+LOOK_FACE = 0.5          # ... and is small: at most this share of the region's side
 
 
 def faces_in_facecam(detector: FaceDetector, images: list[np.ndarray], faces: list[list[Face]],
@@ -44,11 +53,17 @@ def faces_in_facecam(detector: FaceDetector, images: list[np.ndarray], faces: li
     neighbourhood, three faces wide, where the face fills more of the model's input."""
     if cam.kind != "overlay":
         return faces
+    # the streamer's own face, not any face in the facecam: in a webcam of two people the one
+    # further back may score high while the near one, whose face the crop wants, scores low
+    where = _around(cam.face, 2.0) if cam.face is not None else cam.box
+
+    def kept(fs: list[Face]) -> bool:
+        return any(centre_inside(f.box, cam.box) and centre_inside(f.box, where) and f.score >= keep_score for f in fs)
     out = []
     for img, fs in zip(images, faces):
-        if not any(centre_inside(f.box, cam.box) and f.score >= keep_score for f in fs):
+        if not kept(fs):
             fs = nms(fs + detector.detect_in(img, cam.box))
-            if cam.face is not None and not any(centre_inside(f.box, cam.box) and f.score >= keep_score for f in fs):
+            if cam.face is not None and not kept(fs):
                 near = _clip(_around(cam.face, 3.0), cam.box)
                 if near[2] >= 32 and near[3] >= 32:
                     fs = nms(fs + detector.detect_in(img, near))
@@ -66,6 +81,76 @@ def _clip(box: Box, to: Box) -> Box:
     x0, y0 = max(box[0], to[0]), max(box[1], to[1])
     x1, y1 = min(box[0] + box[2], to[0] + to[2]), min(box[1] + box[3], to[1] + to[3])
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+
+
+def look_regions(width: int, height: int) -> list[Box]:
+    """Overlapping squares over the whole frame, LOOK_SIDE of its short side, each overlapping the
+    next by a third: a small webcam's face lies wholly inside at least one."""
+    side = max(32, round(min(width, height) * LOOK_SIDE))
+    step = max(1, side * 2 // 3)
+
+    def starts(length: int) -> list[int]:
+        return sorted(set(range(0, max(1, length - side), step)) | {max(0, length - side)})
+    return [(x, y, side, side) for y in starts(height) for x in starts(width)]
+
+
+def _look_for_small_webcam(detector: FaceDetector, images: list[np.ndarray], found: dict[int, list[Face]],
+                           cam: FacecamEstimate) -> tuple[FacecamEstimate, dict[int, list[Face]]]:
+    """An all-webcam call is checked before it is trusted: a small webcam (a 160-px overlay with
+    a faint or shadow-only frame) has a face too few pixels for the whole-frame views and borders
+    no rectangle closes, and then the content's big face (a film's close-up) looks like an
+    all-webcam stream's. Looked at in small regions, that face is found; the window is then
+    estimated again on those frames, and whatever it finds (the overlay around the small face,
+    or an unknown layout because a steady face rivals the big one) replaces the all-webcam call."""
+    keys = list(found)
+    probe = [keys[int(i)] for i in np.unique(np.linspace(0, len(keys) - 1, min(len(keys), LOOK_FRAMES)).astype(int))]
+
+    def small_faces(i: int, regions: list[Box]) -> list[tuple[Box, Face]]:
+        return [(r, f) for r in regions for f in detector.detect_in(images[i], r)
+                if f.score >= LOOK_SCORE and max(f.box[2], f.box[3]) <= LOOK_FACE * r[2]]
+
+    # Every region in the first LOOK_SCAN frames; the rest only where those found a small face
+    # (a webcam's face stays put): a third of the cost when, as in a real all-webcam stream, none is.
+    h, w = images[0].shape[:2]
+    first = {i: small_faces(i, look_regions(w, h)) for i in probe[:LOOK_SCAN]}
+    hit = sorted({r for got in first.values() for r, _ in got})
+    if not hit:
+        return cam, found  # nothing small anywhere: the all-webcam call stands
+    small = {i: [f for _, f in (first[i] if i in first else small_faces(i, hit))] for i in probe}
+    looked = {i: nms(found[i] + small[i]) for i in probe}
+    again = estimate_facecam([images[i] for i in probe], list(looked.values()))
+    if again.kind == "full_frame":
+        return cam, found
+    if again.kind == "overlay":
+        return again, looked
+    return dataclasses.replace(again, reason=f"small_face_{again.reason}"), looked
+
+
+def _look_beside(detector: FaceDetector, images: list[np.ndarray], found: dict[int, list[Face]],
+                 cam: FacecamEstimate) -> tuple[FacecamEstimate, dict[int, list[Face]]]:
+    """A webcam of two people found as a box around one: the second person, often further back,
+    is too small for the whole-frame views, and the near-still one's picture lines closed a box
+    around the other. Looked at in the box's neighbourhood (twice and three times its size), the
+    second face is found; the window is estimated again with it (the estimator's two-people rule
+    then closes the rectangle around both), and the new box is taken only when it holds the old.
+    Two frames first: a box with no face beside it (nearly every window) costs four looks."""
+    h, w = images[0].shape[:2]
+    x, y, bw, bh = cam.box
+    near = [_clip((x - bw // 2, y - bh // 4, 2 * bw, bh * 3 // 2), (0, 0, w, h)),
+            _clip((x - bw, y - bh // 2, 3 * bw, 2 * bh), (0, 0, w, h))]
+
+    def beside(i: int) -> list[Face]:
+        return [f for r in near for f in detector.detect_in(images[i], r) if not centre_inside(f.box, cam.box)]
+
+    keys = list(found)
+    if not all(beside(i) for i in (keys[0], keys[-1])):
+        return cam, found
+    looked = {i: nms(found[i] + beside(i)) for i in keys}
+    again = estimate_facecam([images[i] for i in keys], list(looked.values()))
+    if again.kind != "overlay" or not centre_inside(cam.box, again.box) \
+            or again.box[2] * again.box[3] <= bw * bh:
+        return cam, found
+    return again, looked
 
 
 def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_facecam: bool = True,
@@ -96,6 +181,10 @@ def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_fac
         if again.kind == "overlay":
             cam, found = again, looked
             break
+    if cam.kind == "full_frame":
+        cam, found = _look_for_small_webcam(detector, images, found, cam)
+    elif cam.kind == "overlay":
+        cam, found = _look_beside(detector, images, found, cam)
     lap("facecam")
     if cam.kind == "overlay":
         faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]

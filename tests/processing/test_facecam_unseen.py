@@ -16,7 +16,7 @@ from stream2dataset.demo import composer
 from stream2dataset.demo.composer import StreamSpec
 from stream2dataset.processing.crops import frame_crops
 from stream2dataset.processing.decode import sample_frames
-from stream2dataset.processing.detect import Face, FaceDetector, iou
+from stream2dataset.processing.detect import Face, FaceDetector, centre_inside, iou
 from stream2dataset.processing.facecam import FacecamEstimate, estimate_facecam, face_tracks
 from stream2dataset.processing.window import faces_and_facecam
 
@@ -161,9 +161,27 @@ def test_a_cartoon_face_in_the_content_is_no_all_webcam_stream(name, detector):
     assert not [c for c in made if c.kind == "facecam" and c.box == whole]
 
 
+def test_a_small_webcam_no_border_closes_is_no_all_webcam_stream(detector):
+    """A 182x120 webcam framed only by a drop shadow, over Megamind: its ~40-px face is too few
+    pixels for the whole-frame views and no rectangle closes around it, so the content's big face
+    passed the all-webcam test and 12 whole frames were stored as `facecam` (heldout7's miss).
+    Looked at in small regions before the all-webcam call is trusted, the streamer's face is found."""
+    s = StreamSpec(name="case-small-shadow-webcam", face="megamind", background="megamind", cam=(24, 24, 182, 120),
+                   border="shadow", border_px=0, colour=(90, 90, 90), radius=0, width=1280, height=720, fps=6,
+                   seconds=8, seed=7411049, split="case")
+    cam, frames, faces = estimate(s, detector)
+    assert cam.kind != "full_frame", cam
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    whole = (0, 0, frames[0].shape[1], frames[0].shape[0])
+    assert not [c for c in made if c.kind == "facecam" and c.box == whole]
+    assert not [c for c in made if c.kind == "face" and not centre_inside(c.box, s.cam)]  # no content face
+
+
 def test_all_webcam_is_still_recognised(detector):
     """The positive test of an all-webcam stream (no overlay rectangle anywhere, one big steady
-    face) keeps real webcams: a live-action face and the near-still photo."""
+    face) keeps real webcams: a live-action face and the near-still photo (zoomed into small
+    regions, the model sees faces in the photo's textures: they must not rival it)."""
     for name in ("tune-w00-carphone-webcam", "tune-w06-astronaut-webcam"):
         cam, _, _ = estimate(SPECS[name], detector)
         assert cam.kind == "full_frame", (name, cam)
@@ -325,3 +343,23 @@ def test_a_big_crop_is_judged_sharp_at_its_stored_size(detector):
         small = cv2.resize(c.image, (256, 256), interpolation=cv2.INTER_AREA)
         blurred = cv2.resize(cv2.GaussianBlur(small, (0, 0), 2.5), c.image.shape[1::-1])
         assert stored_sharpness(blurred, cfg) < cfg.min_sharpness
+
+
+# Issue 14, eighth round: streams of the tune split and of heldout..heldout7, spent by then. Each
+# failed at commit e31fdbb; `heldout8` was the round's fresh held-out split.
+SPENT7 = {s.name: s for s in composer.streams() + composer.heldout2() + composer.heldout3() + composer.heldout7()}
+
+
+@pytest.mark.parametrize("name", ["tune-059-duo-ui-rounded", "heldout3-043-duo-bikes-shadow",
+                                  "heldout2-051-duo-megamind-shadow"])
+def test_a_second_person_too_small_for_the_whole_frame_is_found_beside_the_box(name, detector):
+    """Two people in one webcam, the second further back: its face is too few pixels for the
+    whole-frame views, so the box closed around the near person (IoU 0.31-0.52). Looked at in the
+    box's neighbourhood, the second face is found and the rectangle closes around both; the face
+    crops stay the near person's though the far one scores higher (heldout2-051: 3 of 12 were kept)."""
+    s = SPENT7[name]
+    cam, frames, faces = estimate(s, detector)
+    assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    assert len([c for c in made if c.kind == "face" and centre_inside(c.box, tuple(s.box))]) >= 0.9 * len(frames)
