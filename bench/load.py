@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stream2dataset.cluster import ray_env_defaults
+from stream2dataset.cluster import ray_env_defaults, service_env
 from stream2dataset.config import load_config
 from stream2dataset.config import RayConfig
 from stream2dataset.demo import LiveHLSServer, build_demo_hls
@@ -266,6 +266,7 @@ def run_service(args: argparse.Namespace, server: LiveHLSServer, names: list[str
     cfg_path.write_text(yaml.safe_dump(service_config(urls, work / "data", args)))
     storage = Storage(work / "data")
     ray_env_defaults()
+    os.environ.update(service_env())  # the Ray settings `up` gives the service's head (the GCS's task-event cap)
     # "local": a Ray of our own even when another one runs on this machine (ray.init() would join it).
     ray.init(address="local", namespace="s2d-load", include_dashboard=False, log_to_driver=False,
              logging_level="WARNING")

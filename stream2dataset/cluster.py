@@ -135,7 +135,7 @@ def _free_port() -> int:
 SERVICE_TASK_EVENTS = 10_000  # task events the GCS keeps (Ray's default: 100,000)
 
 
-def _service_env() -> dict:
+def service_env() -> dict:
     """The service's head: the GCS keeps the events of the last SERVICE_TASK_EVENTS tasks (the
     dashboard's task list), not Ray's default 100,000. The pool runs a task per window and `status`
     one per recorder: hundreds a minute, so the GCS's memory (~1-2 MB a minute in bench/load.py)
@@ -158,7 +158,7 @@ def _start_local_head(dashboard: bool = False) -> dict:
         [_ray_cli(), "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--disable-usage-stats", *dash, f"--metrics-export-port={metrics_port}",
          f"--temp-dir={os.environ['RAY_TMPDIR']}"],
-        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=_service_env())
+        stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=service_env())
     state = {"pgid": proc.pid, "address": f"127.0.0.1:{port}",
              "metrics": f"http://127.0.0.1:{metrics_port}/metrics",
              "dashboard": f"http://127.0.0.1:{DASHBOARD_PORT}" if dashboard else ""}
