@@ -83,6 +83,11 @@ def _clip(box: Box, to: Box) -> Box:
     return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
 
 
+def _spread(n: int, k: int) -> list[int]:
+    """At most k indices of n, evenly spread, first and last included."""
+    return [int(i) for i in np.unique(np.linspace(0, n - 1, min(n, k)).astype(int))]
+
+
 def look_regions(width: int, height: int) -> list[Box]:
     """Overlapping squares over the whole frame, LOOK_SIDE of its short side, each overlapping the
     next by a third: a small webcam's face lies wholly inside at least one."""
@@ -103,7 +108,7 @@ def _look_for_small_webcam(detector: FaceDetector, images: list[np.ndarray], fou
     estimated again on those frames, and whatever it finds (the overlay around the small face,
     or an unknown layout because a steady face rivals the big one) replaces the all-webcam call."""
     keys = list(found)
-    probe = [keys[int(i)] for i in np.unique(np.linspace(0, len(keys) - 1, min(len(keys), LOOK_FRAMES)).astype(int))]
+    probe = [keys[i] for i in _spread(len(keys), LOOK_FRAMES)]
 
     def small_faces(i: int, regions: list[Box]) -> list[tuple[Box, Face]]:
         return [(r, f) for r in regions for f in detector.detect_in(images[i], r)
@@ -143,9 +148,10 @@ def _look_beside(detector: FaceDetector, images: list[np.ndarray], found: dict[i
         return [f for r in near for f in detector.detect_in(images[i], r) if not centre_inside(f.box, cam.box)]
 
     keys = list(found)
-    if not all(beside(i) for i in (keys[0], keys[-1])):
+    first = {i: beside(i) for i in (keys[0], keys[-1])}
+    if not all(first.values()):
         return cam, found
-    looked = {i: nms(found[i] + beside(i)) for i in keys}
+    looked = {i: nms(found[i] + (first[i] if i in first else beside(i))) for i in keys}
     again = estimate_facecam([images[i] for i in keys], list(looked.values()))
     if again.kind != "overlay" or not centre_inside(cam.box, again.box) \
             or again.box[2] * again.box[3] <= bw * bh:
@@ -166,8 +172,7 @@ def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_fac
         faces = [detector.detect(img) for img in images]
         lap("detect")
         return faces, NO_FACECAM
-    pick = np.unique(np.linspace(0, len(images) - 1, min(len(images), FACECAM_FRAMES)).astype(int))
-    found = {int(i): detector.detect(images[i]) for i in pick}
+    found = {i: detector.detect(images[i]) for i in _spread(len(images), FACECAM_FRAMES)}
     lap("detect")
     picked = [images[i] for i in found]
     cam = estimate_facecam(picked, list(found.values()))

@@ -46,6 +46,17 @@ def estimate(spec: StreamSpec, detector: FaceDetector) -> tuple[FacecamEstimate,
     return cam, frames, faces
 
 
+def crops_of(cam: FacecamEstimate, frames: list, faces: list) -> list:
+    """The facecam and face crops the window's frames make, as the processing stage cuts them."""
+    cfg = ProcessingConfig(outputs=["facecam", "face"])
+    return [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+
+
+def whole_frame_facecams(cam: FacecamEstimate, frames: list, faces: list) -> list:
+    whole = (0, 0, frames[0].shape[1], frames[0].shape[0])
+    return [c for c in crops_of(cam, frames, faces) if c.kind == "facecam" and c.box == whole]
+
+
 SPECS = {s.name: s for s in composer.streams()}  # the bench's tune split: cases it failed on before
 CASES = {
     # a borderless webcam (two people, a pale backdrop) over a washed-out road: faint contrast
@@ -155,10 +166,7 @@ def test_a_cartoon_face_in_the_content_is_no_all_webcam_stream(name, detector):
     s = SPECS[name]
     cam, frames, faces = estimate(s, detector)
     assert cam.kind != "full_frame", cam
-    cfg = ProcessingConfig(outputs=["facecam", "face"])
-    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
-    whole = (0, 0, frames[0].shape[1], frames[0].shape[0])
-    assert not [c for c in made if c.kind == "facecam" and c.box == whole]
+    assert not whole_frame_facecams(cam, frames, faces)
 
 
 def test_a_small_webcam_no_border_closes_is_no_all_webcam_stream(detector):
@@ -171,11 +179,8 @@ def test_a_small_webcam_no_border_closes_is_no_all_webcam_stream(detector):
                    seconds=8, seed=7411049, split="case")
     cam, frames, faces = estimate(s, detector)
     assert cam.kind != "full_frame", cam
-    cfg = ProcessingConfig(outputs=["facecam", "face"])
-    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
-    whole = (0, 0, frames[0].shape[1], frames[0].shape[0])
-    assert not [c for c in made if c.kind == "facecam" and c.box == whole]
-    assert not [c for c in made if c.kind == "face" and not centre_inside(c.box, s.cam)]  # no content face
+    assert not whole_frame_facecams(cam, frames, faces)
+    assert not [c for c in crops_of(cam, frames, faces) if c.kind == "face" and not centre_inside(c.box, s.cam)]
 
 
 def test_all_webcam_is_still_recognised(detector):
@@ -360,6 +365,5 @@ def test_a_second_person_too_small_for_the_whole_frame_is_found_beside_the_box(n
     s = SPENT7[name]
     cam, frames, faces = estimate(s, detector)
     assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
-    cfg = ProcessingConfig(outputs=["facecam", "face"])
-    made = [c for img, fs in zip(frames, faces) for c in frame_crops(img, fs, cam, None, cfg, "mediapipe")[0]]
+    made = crops_of(cam, frames, faces)
     assert len([c for c in made if c.kind == "face" and centre_inside(c.box, tuple(s.box))]) >= 0.9 * len(frames)
