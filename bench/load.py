@@ -153,7 +153,8 @@ class Sampler:
         row = {"t": time.monotonic() - self.t0, "phase": self.phase, "committed": committed,
                "processed": processed, "backlog": len(pending_segments(self.storage)),
                "processing": proc.get("state", ""), "actors": proc.get("actors", 0),
-               "error": proc.get("error", ""), **self.cpu_and_memory()}
+               "error": proc.get("error", ""), "round_s": sum((proc.get("round_s") or {}).values()) or None,
+               **self.cpu_and_memory()}
         self.rows.append(row)
         return row
 
@@ -407,6 +408,10 @@ def report(console: Console, args, run: dict, rows: list[dict], lost: int, unrec
     add("processed while running (markers)", f"{len(in_run)} segments in {len({done_at[s] for s in in_run})} commits", "")
     add("processed ÷ committed while running", f"{len(in_run) / max(1, at_stop['committed']):.2f}", "")
     p95 = latency[int(0.95 * (len(latency) - 1))] if latency else None
+    rounds = [(r["t"], r["round_s"]) for r in during if r.get("round_s")]  # the last commit round's seconds
+    halves = [[s for t, s in rounds if (t > stop_t / 2) == late] for late in (False, True)]
+    add("commit round (commit+dedup+retention+compact), median 1st / 2nd half",
+        " / ".join(f"{statistics.median(h):.2f} s" if h else "-" for h in halves), "flat: the same on day 300")
     add("commit → rows queryable (median / p95 / max)",
         f"{statistics.median(latency):.0f} s / {p95:.0f} s / {max(latency):.0f} s" if latency else "-",
         f"p95 ≤ {2 * args.segment_seconds:g} s (2 segments)")

@@ -24,6 +24,8 @@ CATALOGUE: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "s2d_frames_kept": ("counter", "crops stored (not in-segment duplicates)", ("channel",)),
     "s2d_drops": ("counter", "sampled frames or crops dropped, by reason", ("reason",)),
     "s2d_processing_errors": ("counter", "segments processed with an error (quarantined)", ("channel",)),
+    "s2d_commit_round_seconds": ("gauge", "the last commit round's seconds, by step (commit, dedup, retention, "
+                                 "compact): flat over the service's life if a round costs the same on day 300", ("step",)),
     "s2d_commit_latency_seconds": ("histogram", "from a segment's manifest commit to its rows being queryable", ()),
 }
 LATENCY_BOUNDARIES = [1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800]

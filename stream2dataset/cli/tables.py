@@ -92,6 +92,7 @@ def status_table(st: dict) -> Table:
                      + (f" · backlog {proc['backlog']} segments" if proc.get("backlog") is not None else "")
                      + (f" · commit→queryable p95 {proc['latency_p95_s']:g} s" if proc.get("latency_p95_s") else "")
                      + (f" · last run {proc['last']}" if proc.get("last") else "")
+                     + (f" in {sum(proc['round_s'].values()):.2f} s" if proc.get("round_s") else "")
                      + (f" · [red]{proc['error']}[/red]" if proc.get("error") else ""))
     if st.get("config_error"):
         notes.append(f"[red]{st['config_error']}[/red]")

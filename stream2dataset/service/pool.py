@@ -246,6 +246,15 @@ class ProcessingPool:
 
     def _commit(self, ready: list[_Segment]) -> None:
         cfg, storage = self.config, self.storage
+        steps: dict[str, float] = {}  # seconds per step of this round: does a round cost more as history grows?
+        clock = [time.monotonic()]
+
+        def lap(step: str) -> None:
+            now = time.monotonic()
+            steps[step] = round(now - clock[0], 3)
+            metrics.record("s2d_commit_round_seconds", now - clock[0], step=step)
+            clock[0] = now
+
         try:
             segments = [e.seg for e in ready]
             windows = [w for e in ready for w in e.windows
@@ -253,6 +262,7 @@ class ProcessingPool:
             summaries = [s for e in ready for s in e.summaries.values()]
             failed = {e.seg["segment_id"]: e.error for e in ready if e.error}
             report = commit_processed(storage, cfg.dataset, segments, windows, summaries, failed)
+            lap("commit")
             now = time.time()
             for e in ready:
                 self.segments.pop(e.seg["segment_id"], None)
@@ -272,10 +282,12 @@ class ProcessingPool:
             if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: link near-duplicates
                 links = dedup_dataset(storage, cfg.dataset.dedup_radius)
                 last += f", {links['linked']} cross-segment duplicates"
+            lap("dedup")
             if cfg.retention.raw_keep_hours is not None:  # raw files may go once processed
                 removed = prune_raw(storage, cfg.retention.raw_keep_hours)
                 if removed:
                     log.info("retention: deleted %d processed raw segments", len(removed))
+            lap("retention")
             try:  # small files into large ones; bounded, so a round stays short (the rest next round)
                 merged = compact(storage, cfg.dataset.shard_target_mb, cfg.dataset.row_group_rows,
                                  max_mb=4 * cfg.dataset.shard_target_mb, max_files=20_000, wait=False)
@@ -283,8 +295,9 @@ class ProcessingPool:
                     last += f", compacted {sum(len(g['old']) for g in merged)} files"
             except Busy:  # `stream2dataset compact` or a snapshot is at work: next round
                 pass
+            lap("compact")
             ordered = sorted(self.latencies)
-            self.state.update(last=last, error="", committed_at=now,
+            self.state.update(last=last, error="", committed_at=now, round_s=steps,
                               latency_p95_s=round(ordered[int(0.95 * (len(ordered) - 1))], 2))
         except Exception as err:  # noqa: BLE001 - shown in status; these segments are tried again
             log.exception("commit failed")

@@ -82,6 +82,8 @@ def test_pool_processes_segments_as_they_come_with_the_same_actors(tmp_path, foo
         ids = frame_ids(storage)
         assert len(ids) == len(set(ids)) and len(ids) >= 2 * len(videos)  # every segment's crops, once
         assert pool.status()["latency_p95_s"] is not None
+        steps = pool.status()["round_s"]  # the last round's cost by step, for an operator to watch over time
+        assert set(steps) >= {"commit", "dedup", "compact"} and all(s >= 0 for s in steps.values())
     finally:
         pool.shutdown()
 
