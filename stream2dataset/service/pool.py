@@ -262,7 +262,6 @@ class ProcessingPool:
             summaries = [s for e in ready for s in e.summaries.values()]
             failed = {e.seg["segment_id"]: e.error for e in ready if e.error}
             report = commit_processed(storage, cfg.dataset, segments, windows, summaries, failed)
-            lap("commit")
             now = time.time()
             for e in ready:
                 self.segments.pop(e.seg["segment_id"], None)
@@ -277,6 +276,7 @@ class ProcessingPool:
                     metrics.record("s2d_processing_errors", 1, channel=e.seg["channel"])
             for reason, n in report["drops"].items():
                 metrics.record("s2d_drops", n, reason=reason)
+            lap("commit")  # the commit and its bookkeeping; dedup's lap starts here
             last = f"{report['segments']} segments, {report['kept']} crops kept"
             recover_if_idle(storage)  # a killed compaction's files are settled before dedup reads the shards
             if cfg.dataset.dedup_auto and report.get("shards"):  # new rows: link near-duplicates
