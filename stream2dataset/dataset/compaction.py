@@ -8,7 +8,11 @@ Two kinds of merge, planned together (`plan_compaction`) and applied as one inte
   manifest.py). The time a file was committed picks its day (a stat, not a read). So a channel
   has a file per past month, one for the day and the few segments of the last minutes;
 - **shards**: a partition's small shards (under half of `dataset.shard_target_mb`) are merged into
-  `compact-<id>-NNNN.parquet` once they add up to a full shard, or once the partition's day is over.
+  `compact-<id>-NNNN.parquet` once they add up to a full shard, or once the partition's day is over;
+  meanwhile, small shards of like size are merged `FANOUT` at a time (size tiers, as an LSM tree
+  does), so an open day's folder holds tens of files, not one per commit. A long-running writer
+  passes the folders it wrote to (`ShardWatch`): a round's planning follows what is new, and
+  everything is looked at once an hour.
 
 Like the commit (writer.py), each step is atomic and a killed compaction is finished or undone:
 
@@ -33,7 +37,7 @@ import time
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -50,6 +54,8 @@ GRACE_S = 600.0   # a day is closed this long after midnight: late commits land 
 SETTLED_BATCH = 10  # a channel's processed segments merged at once (or once one is GRACE_S old)
 UNSETTLED_S = 3600.0  # unprocessed segments (processing off, or behind) are merged after this long
 SMALL = 0.5       # a shard under this share of the target size is small
+FANOUT = 16       # small shards of one size tier merged at once (each row is rewritten ~log16(target/size) times)
+TIER_BASE = 64 * 1024  # the smallest tier: shards up to this size
 
 
 class Busy(UserError):
@@ -136,47 +142,90 @@ def _plan_manifest(storage: Storage, now: float, max_files: int | None) -> list[
     return groups
 
 
-def _plan_shards(storage: Storage, target_mb: float, now: float, max_mb: float | None) -> list[dict]:
+def _tier(size: int) -> int:
+    """A shard's size class: tier k holds sizes up to TIER_BASE × FANOUT^k."""
+    return 0 if size <= TIER_BASE else int(np.ceil(np.log(size / TIER_BASE) / np.log(FANOUT) - 1e-9))
+
+
+def _shard_folders(storage: Storage, folders: Iterable[str] | None) -> list[Path]:
+    """The partition folders to look at: these (relative to the root), or every one."""
+    if folders is not None:
+        return sorted({storage.root / f for f in folders})
+    return [folder for table in SHARD_TABLES for folder in sorted(storage.table_dir(table).glob("channel=*/date=*"))]
+
+
+def _plan_shards(storage: Storage, target_mb: float, now: float, max_mb: float | None,
+                 folders: Iterable[str] | None = None) -> list[dict]:
     root, limit, groups = storage.root, target_mb * MB, []
     hide = hidden(root)
     spent = 0
-    for table in SHARD_TABLES:
-        base = storage.table_dir(table)
-        for folder in sorted(base.glob("channel=*/date=*")) if base.exists() else []:
-            small = []
-            for p in visible(parquet_files(folder), hide):
-                if p.name.startswith("part-"):  # direct writes (thumbnails) are replaced by name when written again
-                    continue
-                try:
-                    size = p.stat().st_size
-                except FileNotFoundError:
-                    continue
-                if size < SMALL * limit:
-                    small.append((p, size))
-            total = sum(size for _, size in small)
+    for folder in _shard_folders(storage, folders):
+        table = folder.parent.parent.name
+        if table not in SHARD_TABLES:
+            continue
+        small = []
+        for p in visible(parquet_files(folder), hide):
+            if p.name.startswith("part-"):  # direct writes (thumbnails) are replaced by name when written again
+                continue
             try:
-                closed = _period_bounds(folder.name[len("date="):])[1].timestamp() + GRACE_S <= now
-            except ValueError:  # not a date folder
+                size = p.stat().st_size
+            except FileNotFoundError:
                 continue
-            if len(small) < 2 or not (closed or total >= limit):
+            if size < SMALL * limit:
+                small.append((p, size))
+        total = sum(size for _, size in small)
+        try:
+            closed = _period_bounds(folder.name[len("date="):])[1].timestamp() + GRACE_S <= now
+        except ValueError:  # not a date folder
+            continue
+        if len(small) < 2:
+            continue
+        if not (closed or total >= limit):  # an open day: merge a size tier once it holds FANOUT files
+            tiers: dict[int, list] = {}
+            for p, size in small:
+                tiers.setdefault(_tier(size), []).append((p, size))
+            small = next((files for _, files in sorted(tiers.items()) if len(files) >= FANOUT), [])
+            if not small:
                 continue
-            if max_mb is not None and spent and spent + total > max_mb * MB:
-                return groups
-            spent += total
-            rels = [p.relative_to(root).as_posix() for p, _ in small]
-            gid = _gid(rels)
-            groups.append({"table": table, "folder": folder.relative_to(root).as_posix(), "old": rels,
-                           "prefix": f"{folder.relative_to(root).as_posix()}/compact-{gid}-", "bytes": total})
+            total = sum(size for _, size in small)
+        if max_mb is not None and spent and spent + total > max_mb * MB:
+            return groups
+        spent += total
+        rels = [p.relative_to(root).as_posix() for p, _ in small]
+        gid = _gid(rels)
+        groups.append({"table": table, "folder": folder.relative_to(root).as_posix(), "old": rels,
+                       "prefix": f"{folder.relative_to(root).as_posix()}/compact-{gid}-", "bytes": total})
     return groups
 
 
+class ShardWatch:
+    """The shard folders a long-running writer's compaction looks at: those it wrote to since the
+    last sweep; every folder (files other writers left, days that closed) once per `sweep_s`."""
+
+    def __init__(self, sweep_s: float = 3600.0):
+        self.sweep_s, self.touched, self.next_sweep = sweep_s, set(), 0.0
+
+    def wrote(self, folders: Iterable[str]) -> None:
+        self.touched |= set(folders)
+
+    def folders(self, now: float | None = None) -> list[str] | None:
+        """This round's folders; None means all of them (a sweep)."""
+        now = time.time() if now is None else now
+        if now >= self.next_sweep:
+            self.next_sweep, self.touched = now + self.sweep_s, set()
+            return None
+        return sorted(self.touched)
+
+
 def plan_compaction(storage: Storage, target_mb: float = 256, now: float | None = None,
-                    max_mb: float | None = None, max_files: int | None = None) -> list[dict]:
+                    max_mb: float | None = None, max_files: int | None = None,
+                    folders: Iterable[str] | None = None) -> list[dict]:
     """What is due: groups of old files, each to become one manifest period file or a few shards.
-    `max_mb` / `max_files` bound one round's work (the service compacts a little after each commit)."""
+    `max_mb` / `max_files` bound one round's work (the service compacts a little after each commit);
+    `folders` (shard folders relative to the root) limits the shards looked at, None is all."""
     now = time.time() if now is None else now
     storage.pull(MANIFEST, COMPACT, mirror=True)  # shards: those in this node's copy (a full pull costs a round)
-    return _plan_manifest(storage, now, max_files) + _plan_shards(storage, target_mb, now, max_mb)
+    return _plan_manifest(storage, now, max_files) + _plan_shards(storage, target_mb, now, max_mb, folders)
 
 
 # the steps --------------------------------------------------------------------------------------
@@ -200,7 +249,7 @@ def _write_period(storage: Storage, group: dict) -> list[str]:
     paths = [root / r for r in group["old"]]
     # Rows of settled period files are settled still; the others are checked (a marker or a stat each).
     sure = [str(p) for p in paths if period_of(p) and not p.name.endswith(OPEN)]
-    unsure = [str(p) for p in paths if str(p) not in sure]
+    unsure = sorted({str(p) for p in paths} - set(sure))
     tables = [pads.dataset(f, schema=SEGMENT_SCHEMA, format="parquet").to_table() for f in (sure, unsure) if f]
     open_ = bool(unsure) and not _settled(storage, tables[-1].select(["segment_id", "path"]).to_pylist())
     # One row per segment (a segment rewritten after its period was compacted: the newest wins).
@@ -315,7 +364,7 @@ def recover_if_idle(storage: Storage) -> bool:
 
 def compact(storage: Storage, target_mb: float = 256, row_group_rows: int = 2048, dry_run: bool = False,
             now: float | None = None, max_mb: float | None = None, max_files: int | None = None,
-            wait: bool = True) -> list[dict]:
+            wait: bool = True, folders: Iterable[str] | None = None) -> list[dict]:
     """Compact what is due (see the module); returns the groups (planned only, with `dry_run`).
     Raises Busy when `wait` is false and another compaction holds the lock."""
     if not storage.root.is_dir():
@@ -323,7 +372,7 @@ def compact(storage: Storage, target_mb: float = 256, row_group_rows: int = 2048
     with compaction_lock(storage, wait=wait):
         if not dry_run:
             recover_compactions(storage)
-        groups = plan_compaction(storage, target_mb, now, max_mb, max_files)
+        groups = plan_compaction(storage, target_mb, now, max_mb, max_files, folders)
         if dry_run or not groups:
             return groups
         intent = begin(storage, groups)
@@ -348,6 +397,6 @@ def sweep_retired(storage: Storage) -> list[str]:
     return freed
 
 
-__all__ = ["Busy", "compact", "compaction_lock", "plan_compaction", "recover_compactions", "recover_if_idle",
+__all__ = ["Busy", "ShardWatch", "compact", "compaction_lock", "plan_compaction", "recover_compactions", "recover_if_idle",
            "sweep_retired",
            "begin", "write_outputs", "publish", "finish", "rollback", "pinned_files"]

@@ -151,6 +151,7 @@ def commit_processed(storage: Storage, dataset: DatasetConfig, segments: list[di
     now = datetime.now(timezone.utc).isoformat()
     markers = {s["segment_id"]: {"segment_id": s["segment_id"], "at": now, "error": errors.get(s["segment_id"], "")}
                for s in segments}
-    report["shards"] = len(commit_segments(storage, markers, dataset.shard_target_mb, dataset.row_group_rows,
-                                           before_write=quarantine))
+    shards = commit_segments(storage, markers, dataset.shard_target_mb, dataset.row_group_rows, before_write=quarantine)
+    report["shards"] = len(shards)
+    report["folders"] = sorted({p.parent.relative_to(storage.root).as_posix() for p in shards})  # for compaction
     return report

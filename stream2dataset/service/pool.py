@@ -36,7 +36,7 @@ import ray
 from .. import metrics
 from ..config import Config
 from ..dataset.dedup_pass import dedup_dataset
-from ..dataset.compaction import Busy, compact, recover_if_idle
+from ..dataset.compaction import Busy, ShardWatch, compact, recover_if_idle
 from ..dataset.manifest import manifest_files, read_segment_files
 from ..layout import Storage
 from ..processing.pipeline import commit_processed, plan_windows
@@ -80,6 +80,7 @@ class ProcessingPool:
         self.ready_since: float | None = None
         self.seen: dict[str, int] = {}               # manifest files already read, and their mtime
         self.last_scan = 0.0
+        self.watch = ShardWatch()                    # the shard folders compaction looks at: those written to
         self.committer: threading.Thread | None = None
         self.state = {"state": "idle", "since": time.time(), "last": "", "error": "", "backlog": 0,
                       "actors": 0, "queued": 0, "processing": 0, "latency_p95_s": None, "nodes": {}}
@@ -289,8 +290,10 @@ class ProcessingPool:
                     log.info("retention: deleted %d processed raw segments", len(removed))
             lap("retention")
             try:  # small files into large ones; bounded, so a round stays short (the rest next round)
+                self.watch.wrote(report.get("folders", []))
                 merged = compact(storage, cfg.dataset.shard_target_mb, cfg.dataset.row_group_rows,
-                                 max_mb=4 * cfg.dataset.shard_target_mb, max_files=20_000, wait=False)
+                                 max_mb=4 * cfg.dataset.shard_target_mb, max_files=20_000, wait=False,
+                                 folders=self.watch.folders())
                 if merged:
                     last += f", compacted {sum(len(g['old']) for g in merged)} files"
             except Busy:  # `stream2dataset compact` or a snapshot is at work: next round

@@ -51,6 +51,12 @@ def _placement(node_id: str, pinned: bool) -> dict:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
 
 
+# The Supervisor runs commit rounds for as long as the service does. Arrow's default pool (mimalloc)
+# keeps the pages it frees: a process doing a round every 10 s grew ~1 MB/min with it, ~0.2 with
+# malloc's (bench/RESULTS.md, History). `pa.set_memory_pool` does not reach Arrow's C++ readers.
+LONG_LIVED_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
 class Supervisor:
     """Reconciles the running recorders with the config file, every few seconds."""
 
@@ -216,7 +222,7 @@ def up(config_path: str | Path) -> dict:
         node_id = ray.get_runtime_context().get_node_id()
         sup = ray.remote(Supervisor).options(
             name=SUPERVISOR, lifetime="detached", max_restarts=-1, max_task_retries=-1, max_concurrency=4,
-            num_cpus=0, get_if_exists=True, **_placement(node_id, pinned=True),
+            num_cpus=0, get_if_exists=True, runtime_env={"env_vars": LONG_LIVED_ENV}, **_placement(node_id, pinned=True),
         ).remote(str(config_path), node_id)
     else:
         ray.get(sup.reconcile.remote())

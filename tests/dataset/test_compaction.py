@@ -14,15 +14,17 @@ import pyarrow.parquet as pq
 import pytest
 
 from stream2dataset.dataset import FRAME_SCHEMA, commit_segments
+from stream2dataset.dataset.writer import stage_rows
 from stream2dataset.dataset.catalog import query
-from stream2dataset.dataset.compaction import (Busy, begin, compact, compaction_lock, plan_compaction, publish,
-                                               recover_compactions, write_outputs)
+from stream2dataset.dataset.compaction import (FANOUT, Busy, ShardWatch, begin, compact, compaction_lock,
+                                               plan_compaction, publish, recover_compactions, write_outputs)
+from stream2dataset.dataset.live import parquet_files
 from stream2dataset.dataset.manifest import (has_segment, manifest_files, pending_segments, read_segments,
                                              write_segment)
 from stream2dataset.dataset.snapshots import create_snapshot, load_snapshot, open_snapshot, remove_snapshot
 from stream2dataset.layout import COMPACT, RETIRED, Storage
 
-from .test_writer import stage_segments
+from .test_writer import T0, frame_rows, stage_segments
 
 H0 = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 NOW = (H0 + timedelta(hours=3, minutes=30)).timestamp()  # 12:30 on 2026-03-02: the day is still open
@@ -235,3 +237,33 @@ def test_readers_list_again_when_a_compaction_retires_a_file_they_listed(storage
     assert pending_segments(storage) == before[1]
     raced.clear()
     assert has_segment(storage, "alice", "twitch.alice.20260302T090000.000Z")
+
+
+def test_an_open_day_keeps_tens_of_shards_and_a_round_looks_only_where_it_wrote(tmp_path):
+    """A service commits a small shard per channel every few seconds: the open day's folder is
+    merged by size tiers (FANOUT at a time), so it never holds one file per commit, and a round
+    that passes the folders it wrote to (ShardWatch) looks at no other."""
+    storage = Storage(tmp_path / "root")
+    now = (T0 + timedelta(seconds=60)).timestamp()  # the rows are of 2026-03-01, whose day is still open (grace)
+    watch = ShardWatch(sweep_s=3600)
+    assert watch.folders(now) is None  # the first round sweeps every folder
+    counts, rows = [], 0
+    for r in range(3 * FANOUT):
+        sid = f"twitch.bob.seg{r:03d}"
+        stage_rows(storage, "frames", sid, f"{sid}.w0000", frame_rows(sid, "bob", 2, 100, seed=r), T0.timestamp())
+        markers = {sid: {"segment_id": sid, "error": ""}}
+        shards = commit_segments(storage, markers, target_mb=64)
+        rows += 2
+        watch.wrote({p.parent.relative_to(storage.root).as_posix() for p in shards})
+        compact(storage, target_mb=64, now=now, folders=watch.folders(now))
+        counts.append(len(parquet_files(storage.shard_dir("frames", "bob", "2026-03-01"))))
+    assert max(counts) <= FANOUT and counts[-1] < FANOUT  # without tiers: 48 files by the end
+    assert query(storage.root, "SELECT count(*) FROM frames_all")[0].to_pylist()[0]["count_star()"] == rows
+    # A round that wrote nowhere plans no shard, though small ones wait in the open day.
+    assert [g for g in plan_compaction(storage, 64, now=now, folders=[]) if g["table"] != "segments"] == []
+    # The day's end: a sweep (or a round that wrote there) merges the rest into one shard.
+    later = (T0 + timedelta(hours=2)).timestamp()
+    assert watch.folders(later) is None
+    compact(storage, target_mb=64, now=later, folders=None)
+    assert len(parquet_files(storage.shard_dir("frames", "bob", "2026-03-01"))) == 1
+    assert query(storage.root, "SELECT count(*) FROM frames_all")[0].to_pylist()[0]["count_star()"] == rows

@@ -9,6 +9,7 @@ import time
 import urllib.request
 
 import pytest
+import ray
 import yaml
 
 from stream2dataset.config import load_config
@@ -159,7 +160,11 @@ def test_up_processes_new_segments_and_applies_retention(tmp_path, hls, footage,
     wait_for(lambda: "cross-segment duplicates" in service.status()["processing"]["last"], 120, interval=0.5,
              what="a processing run while up, then the dedup pass")
     backlog = service.status()["processing"]["backlog"]  # what is waiting, counted at each round
+    # The commit rounds run in the Supervisor for as long as the service: on malloc, not mimalloc.
+    pool = ray.get(service.supervisor._supervisor().__ray_call__.remote(
+        lambda self: __import__("pyarrow").default_memory_pool().backend_name))
     service.down()
+    assert pool == "system"
     assert isinstance(backlog, int) and backlog >= 0
     assert storage.dups_links and (storage.root / "dataset" / "_dedup" / "index.json").exists()
     rows = read_segments(storage).to_pylist()
