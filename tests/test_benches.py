@@ -31,6 +31,7 @@ SMALLEST = {
     "foreground.py": ["--files", "2", "--seconds", "4", "--height", "360"],
     "history.py": ["--segments", "2000", "--frames", "20000", "--channels", "2", "--rounds", "1"],
     "load.py": ["--streams", "1", "--seconds", "20", "--baseline-seconds", "0", "--out", "{tmp}/load"],
+    "rounds.py": ["--channels", "2", "--rounds", "3"],
     "lookalike.py": ["--sizes", "2000", "--queries", "3", "--no-identity", "--root", "{tmp}/lookalike"],
 }
 
