@@ -431,6 +431,10 @@ def report(console: Console, args, run: dict, rows: list[dict], lost: int, unrec
     add("memory, sum of RSS (peak / at stop)",
         f"{max(r['rss_mb'] for r in samples):.0f} / {at_stop['rss_mb']:.0f} MB", "")
     add("memory trend (PSS), 2nd half", f"{mem_slope:+.1f} MB/min", "≈ 0")
+    # The bench's own process keeps every sample: the service is everything else.
+    service_slope = slope_per_min([{"t": r["t"], "v": r["pss_mb"] - r["pss_by_role"].get("this script", 0.0)}
+                                   for r in during], "v")
+    add("memory trend (PSS) of the service (all but this script), 2nd half", f"{service_slope:+.1f} MB/min", "≈ 0")
     roles = [(slope_per_min([{"t": r["t"], "v": r["pss_by_role"].get(k, 0.0)} for r in during], "v"), k)
              for k in {k for r in during for k in r["pss_by_role"]}]
     add("PSS trend by process, 2nd half (largest 3)",

@@ -132,14 +132,15 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-SERVICE_TASK_EVENTS = 10_000  # task events the GCS keeps (Ray's default: 100,000)
+SERVICE_TASK_EVENTS = 2_000  # task events the GCS keeps (Ray's default: 100,000)
 
 
 def service_env() -> dict:
     """The service's head: the GCS keeps the events of the last SERVICE_TASK_EVENTS tasks (the
-    dashboard's task list), not Ray's default 100,000. The pool runs a task per window and `status`
-    one per recorder: hundreds a minute, so the GCS's memory (~1-2 MB a minute in bench/load.py)
-    would grow for hours before Ray's own cap."""
+    dashboard's task list: the last ~5 minutes at 20 streams), not Ray's default 100,000. The pool
+    runs a task per window and `status` one per recorder: hundreds a minute, each event ~3 KB of
+    the GCS's memory, which grew ~1 MB a minute for 27 minutes at 10,000 (bench/load.py) and would
+    grow for hours before Ray's own cap."""
     env = dict(os.environ)
     env.setdefault("RAY_task_events_max_num_task_in_gcs", str(SERVICE_TASK_EVENTS))
     return env
