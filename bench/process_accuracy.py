@@ -110,7 +110,7 @@ COLUMNS = ("class", "overlays", "IoU ≥ 0.9", "median IoU", "unknown", "wrong f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", default="tune", choices=["tune", "heldout", "heldout2", "heldout3", "heldout4", "heldout6", "heldout7", "heldout8", "all"])
+    ap.add_argument("--split", default="tune", choices=["tune", "heldout", "heldout2", "heldout3", "heldout4", "heldout6", "heldout7", "heldout8", "heldout9", "all"])
     ap.add_argument("--fps", type=float, default=1.5, help="frames sampled per second")
     ap.add_argument("--limit", type=int, default=0, help="only the first N streams (a quick look)")
     ap.add_argument("--json", type=Path, help="write per-stream results here")

@@ -12,7 +12,7 @@ The truth box is the webcam picture (inside any border): what a dataset of the s
 `compose(spec)` renders one stream as H.264 MP4 (cached by its spec); `streams(seed)` is the
 evaluation set, split into `tune` and `heldout` by a fixed seed; `heldout2()` is a fresh held-out
 split from another seed (the first held-out split had been looked at twice); heldout3, heldout4
-and heldout6 are the later rounds' fresh ones.
+and heldout6 to heldout9 are the later rounds' fresh ones.
 """
 
 from __future__ import annotations
@@ -363,6 +363,15 @@ def heldout8(n_overlay: int = 112, n_webcam: int = 36) -> list[StreamSpec]:
     return streams(n_overlay, n_webcam, HELDOUT8_SEED, split="heldout8")
 
 
+HELDOUT9_SEED = 9173  # stream seeds 9173000..9173535
+
+
+def heldout9(n_overlay: int = 112, n_webcam: int = 36) -> list[StreamSpec]:
+    """The ninth round's held-out split (issue 14): the same generator from a new seed, run once
+    after round nine, which tuned on every earlier split (heldout8 included)."""
+    return streams(n_overlay, n_webcam, HELDOUT9_SEED, split="heldout9")
+
+
 def all_streams() -> list[StreamSpec]:
-    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4, heldout6, heldout7, heldout8."""
-    return streams() + heldout2() + heldout3() + heldout4() + heldout6() + heldout7() + heldout8()
+    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4, heldout6, heldout7, heldout8, heldout9."""
+    return streams() + heldout2() + heldout3() + heldout4() + heldout6() + heldout7() + heldout8() + heldout9()

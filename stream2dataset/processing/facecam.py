@@ -82,6 +82,9 @@ DUO_SPAN = 5.0           # ... no further from the first than this many face siz
 DUO_AREA = 4.0           # ... is in the webcam when a closed rectangle this much bigger holds both
 DUO_SIZE = 0.4           # ... and the two faces' widths are within this ratio (one sits further back)
 TRIM_MAX = 0.4           # a side moves in past a static strip (a UI bar, a thick border's flat colour)
+CUT_SHARE = 0.5          # a scene cut: this share of the frame's blocks changes at once between two samples ...
+CUT_LEVEL = 25           # ... and a face region that changes by this much (grey levels) at the cut ...
+CUT_JUMP = 4.0           # ... and this many times more than between its other samples is of the scene
 TRIM_CORE = 4            # ... at least this many lines still, once the codec's bleed is left out ...
 #                          up to this share of the box, where the webcam's motion starts
 FLAT_STD = 4.0           # a border's flat colour: grey levels this close (codec noise)
@@ -581,6 +584,27 @@ def _both_people(best: tuple, tracks: list[Track], maps: tuple, act: np.ndarray,
     return best
 
 
+def _cut_with_scene(frames: Sequence[np.ndarray], box: Box) -> bool:
+    """Whether a face's region changes with the whole frame at a scene cut: a film's second
+    character does, a webcam's face does not (the webcam's picture goes on through the content's
+    cuts). A still second face otherwise looks like a small webcam's beside an all-webcam stream's."""
+    h, w = frames[0].shape[:2]
+    small = [cv2.resize(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY), (160, 90),
+                        interpolation=cv2.INTER_AREA).astype(np.float32) for f in frames]
+    diffs = [np.abs(b - a) for a, b in zip(small, small[1:])]
+    if len(diffs) < 3:
+        return False
+    x0, y0 = min(159, max(0, box[0] * 160 // w)), min(89, max(0, box[1] * 90 // h))
+    x1, y1 = max(x0 + 1, min(160, (box[0] + box[2]) * 160 // w)), max(y0 + 1, min(90, (box[1] + box[3]) * 90 // h))
+    region = np.array([d[y0:y1, x0:x1].mean() for d in diffs])
+    for p, d in enumerate(diffs):
+        if (cv2.resize(d, (16, 9), interpolation=cv2.INTER_AREA) > 20).mean() >= CUT_SHARE:
+            rest = float(np.median(np.delete(region, p)))
+            if region[p] >= CUT_LEVEL and region[p] >= CUT_JUMP * max(rest, 1.0):
+                return True
+    return False
+
+
 def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
     """The window's layout from sampled RGB frames and their detected faces (`Face`s or boxes)."""
     n = len(frames)
@@ -647,7 +671,8 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
     if best and best[1] >= MIN_CONFIDENCE:  # a source's own black bar makes a frame-sized "overlay"
         _, conf, t, box, weakest = best
         return FacecamEstimate("full_frame", (0, 0, w, h), t.box, 1.0, t.presence, round(conf, 3))
-    rivals = [t for t in tracks[1:] if t.presence >= 0.5 and t.box[2] < 0.6 * top.box[2]]
+    rivals = [t for t in tracks[1:] if t.presence >= 0.5 and t.box[2] < 0.6 * top.box[2]
+              and not _cut_with_scene(frames, t.box)]
     if top.box[2] >= FULL_FRAME_FACE * w and top.score >= FULL_FRAME_SCORE and top.presence >= 0.5 and not rivals:
         return FacecamEstimate("full_frame", (0, 0, w, h), top.box, 1.0, top.presence,
                                round(min(1.0, top.presence / 0.6), 3))

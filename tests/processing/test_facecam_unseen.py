@@ -367,3 +367,15 @@ def test_a_second_person_too_small_for_the_whole_frame_is_found_beside_the_box(n
     assert cam.kind == "overlay" and iou(cam.box, tuple(s.box)) >= 0.9, (cam, s.box)
     made = crops_of(cam, frames, faces)
     assert len([c for c in made if c.kind == "face" and centre_inside(c.box, tuple(s.box))]) >= 0.9 * len(frames)
+
+
+@pytest.mark.parametrize("name", ["tune-w21-megamind-webcam", "heldout8-w29-megamind-webcam"])
+def test_a_films_still_second_character_is_no_webcam_rival(name, detector):
+    """An all-webcam stream of a film: a second character sits still (its region changes by 2-6
+    grey levels between samples, as a near-still webcam's) beside the big face, so the rival rule
+    called the layout unknown and every frame was dropped (tune-w21, heldout8-w05/-w29/-w33). At
+    the scene cut in the window its region changes with the whole frame (36-60 levels, 7-20 times
+    its usual), which a webcam's picture, going on through the content's cuts, does not."""
+    s = {x.name: x for x in composer.streams() + composer.heldout8()}[name]
+    cam, frames, faces = estimate(s, detector)
+    assert cam.kind == "full_frame", cam
