@@ -26,7 +26,7 @@ from ..layout import RAW, Storage, atomic_write_bytes
 from .clips import clip_row, cut_clips, encode_frames
 from .crops import FACE_KINDS, PERSON_KINDS, Crop, frame_crops
 from .decode import SampledFrame, sample_frames
-from .detect import Face, FaceDetector, centre_inside, nms
+from .detect import Face, FaceDetector, centre_inside, iou, nms
 from .facecam import Box, FacecamEstimate, estimate_facecam
 from .hashing import mark_near_duplicates, phash64
 from .identity import EMBEDDED_KINDS, FaceEmbedder
@@ -43,6 +43,7 @@ LOOK_SCAN = 2            # ... every region in the first two of them (~0.1 s a w
 LOOK_SCORE = 0.75        # zoomed in, the model sees faces in textures (scores 0.5-0.69 on the tune
 #                          split's all-webcam streams, 136-260 px); a small webcam's face scores 0.8+
 LOOK_FACE = 0.5          # ... and is small: at most this share of the region's side
+PRIOR_IOU = 0.9          # a channel's last overlay is kept when the window's own estimate closes this near it
 
 
 def faces_in_facecam(detector: FaceDetector, images: list[np.ndarray], faces: list[list[Face]],
@@ -160,18 +161,30 @@ def _look_beside(detector: FaceDetector, images: list[np.ndarray], found: dict[i
 
 
 def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_facecam: bool = True,
-                      lap=lambda stage: None, keep_score: float = 0.75) -> tuple[list[list[Face]], FacecamEstimate]:
+                      lap=lambda stage: None, keep_score: float = 0.75,
+                      prior: FacecamEstimate | None = None) -> tuple[list[list[Face]], FacecamEstimate]:
     """Faces per frame, and the window's facecam.
 
     The full multi-view search (whole frame + tiles, ~30 ms a 720p frame) runs on a dozen
     frames spread over the window: enough to find the facecam's steady borders. Once an overlay
-    is found, the other frames are searched only inside it, which is where the streamer is."""
+    is found, the other frames are searched only inside it, which is where the streamer is.
+    `prior` is the overlay the channel's previous window found: the frames are first searched
+    only inside it (one model run a frame, not seven), and it is kept when the window's own
+    estimate from those faces and the frames' edges closes the same rectangle; otherwise (the
+    webcam moved, a full-camera scene, a break screen) the full search runs."""
     if not images:
         return [], NO_FACECAM
     if not want_facecam:
         faces = [detector.detect(img) for img in images]
         lap("detect")
         return faces, NO_FACECAM
+    if prior is not None and prior.kind == "overlay":
+        found = {i: detector.detect_in(images[i], prior.box) for i in _spread(len(images), FACECAM_FRAMES)}
+        lap("detect")
+        cam = estimate_facecam([images[i] for i in found], list(found.values()))
+        if cam.kind == "overlay" and iou(cam.box, prior.box) >= PRIOR_IOU:
+            lap("facecam")
+            return _overlay_faces(detector, images, found, cam, keep_score, lap), cam
     found = {i: detector.detect(images[i]) for i in _spread(len(images), FACECAM_FRAMES)}
     lap("detect")
     picked = [images[i] for i in found]
@@ -192,16 +205,23 @@ def faces_and_facecam(detector: FaceDetector, images: list[np.ndarray], want_fac
         cam, found = _look_beside(detector, images, found, cam)
     lap("facecam")
     if cam.kind == "overlay":
-        faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]
-        faces = faces_in_facecam(detector, images, faces, cam, keep_score)
-        # a face bigger than the facecam, centred in it, is the content's behind the webcam (a
-        # cartoon's close-up), not the streamer's: the crops would take it as the largest face
-        faces = [[f for f in fs if not (centre_inside(f.box, cam.box)
-                                        and (f.box[2] > cam.box[2] or f.box[3] > cam.box[3]))] for fs in faces]
-    else:
-        faces = [found[i] if i in found else detector.detect(img) for i, img in enumerate(images)]
+        return _overlay_faces(detector, images, found, cam, keep_score, lap), cam
+    faces = [found[i] if i in found else detector.detect(img) for i, img in enumerate(images)]
     lap("detect")
     return faces, cam
+
+
+def _overlay_faces(detector: FaceDetector, images: list[np.ndarray], found: dict[int, list[Face]],
+                   cam: FacecamEstimate, keep_score: float, lap) -> list[list[Face]]:
+    """Every frame's faces once the overlay is known: searched inside it."""
+    faces = [found.get(i) or detector.detect_in(img, cam.box) for i, img in enumerate(images)]
+    faces = faces_in_facecam(detector, images, faces, cam, keep_score)
+    # a face bigger than the facecam, centred in it, is the content's behind the webcam (a
+    # cartoon's close-up), not the streamer's: the crops would take it as the largest face
+    faces = [[f for f in fs if not (centre_inside(f.box, cam.box) and (f.box[2] > cam.box[2] or f.box[3] > cam.box[3]))]
+             for fs in faces]
+    lap("detect")
+    return faces
 
 
 def window_id(segment_id: str, index: int) -> str:
@@ -226,6 +246,7 @@ class WindowProcessor:
         if self.storage.remote:
             _drop_orphan_copies(self.storage.root / RAW)
         self.config_hash = config_hash
+        self.layouts: dict[str, FacecamEstimate] = {}  # channel -> the overlay its last window found
         self.steps = parse_chain(processing.transforms)
         self.transform_names = chain_names(self.steps)
         self.detector_name = "mediapipe" if processing.detector == "mediapipe" else "haar"
@@ -265,7 +286,7 @@ class WindowProcessor:
         except CorruptMedia as err:  # keep the good frames; the pipeline quarantines the file
             error = str(err)
         lap("decode")
-        faces, cam = self._faces_and_facecam([f.image for f in frames], lap)
+        faces, cam = self._faces_and_facecam([f.image for f in frames], lap, win["channel"])
         masks = [self.segmenter.mask(f.image) for f in frames] if self.segmenter else [None] * len(frames)
         lap("person")
         crops: list[tuple[int, Crop]] = []
@@ -326,10 +347,16 @@ class WindowProcessor:
         self._fetched = own
         return str(own)
 
-    def _faces_and_facecam(self, images: list[np.ndarray], lap) -> tuple[list[list[Face]], FacecamEstimate]:
+    def _faces_and_facecam(self, images: list[np.ndarray], lap, channel: str) -> tuple[list[list[Face]], FacecamEstimate]:
         if not self.detector or not images:
             return [[] for _ in images], NO_FACECAM
-        return faces_and_facecam(self.detector, images, "facecam" in self.cfg.outputs, lap, self.cfg.min_face_score)
+        faces, cam = faces_and_facecam(self.detector, images, "facecam" in self.cfg.outputs, lap,
+                                       self.cfg.min_face_score, self.layouts.get(channel))
+        if cam.kind == "overlay":  # the next window of this channel starts from it
+            self.layouts[channel] = cam
+        else:
+            self.layouts.pop(channel, None)
+        return faces, cam
 
     def _clips(self, win: dict, source: str, wid: str, cam: FacecamEstimate, drops: Counter) -> int:
         """Runs of consecutive frames of the facecam (or the whole frame) for the temporal model,

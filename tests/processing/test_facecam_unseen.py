@@ -379,3 +379,33 @@ def test_a_films_still_second_character_is_no_webcam_rival(name, detector):
     s = {x.name: x for x in composer.streams() + composer.heldout8()}[name]
     cam, frames, faces = estimate(s, detector)
     assert cam.kind == "full_frame", cam
+
+
+@pytest.mark.parametrize("name,other", [("tune-048-carphone-megamind-rounded", "tune-002-astronaut-ui-none"),
+                                        ("tune-167-duo-pale-none", "tune-w01-megamind-webcam")])
+def test_a_channels_last_overlay_is_kept_only_when_the_window_closes_it_again(name, other, detector):
+    """The service processes a channel window after window: the previous window's overlay is
+    searched first (one model run a frame inside it, not seven over the frame). It is kept only
+    when the window's own estimate closes the same rectangle, with the same faces and crops as the
+    full search; a window whose layout is another (the webcam moved, a full-camera scene) gets the
+    full search and its own layout."""
+    s, o = SPECS[name], SPECS[other]
+    frames = frames_of(s)
+    full_faces, full = faces_and_facecam(detector, frames)
+    assert full.kind == "overlay" and iou(full.box, tuple(s.box)) >= 0.9
+    calls = []
+    real_detect = detector.detect
+    detector.detect = lambda img: calls.append(1) or real_detect(img)
+    try:
+        faces, cam = faces_and_facecam(detector, frames, prior=full)
+    finally:
+        detector.detect = real_detect
+    assert not calls  # no whole-frame search: the prior held
+    assert cam.kind == "overlay" and iou(cam.box, full.box) >= 0.9
+    assert crops_of(cam, frames, faces) and \
+        [c.kind for c in crops_of(cam, frames, faces)] == [c.kind for c in crops_of(full, frames, full_faces)]
+    # Another layout under the same channel: the prior does not close there; the full search runs.
+    moved_full = faces_and_facecam(detector, frames_of(o))[1]
+    moved = faces_and_facecam(detector, frames_of(o), prior=full)[1]
+    assert (moved.kind, moved.box) == (moved_full.kind, moved_full.box)
+    assert moved.kind != "overlay" or iou(moved.box, full.box) < 0.9
