@@ -55,7 +55,7 @@ SETTLED_BATCH = 10  # a channel's processed segments merged at once (or once one
 UNSETTLED_S = 3600.0  # unprocessed segments (processing off, or behind) are merged after this long
 SMALL = 0.5       # a shard under this share of the target size is small
 FANOUT = 16       # small shards of one size tier merged at once (each row is rewritten ~log16(target/size) times)
-TIER_BASE = 64 * 1024  # the smallest tier: shards up to this size
+TIER_BASE = 64 * 1024  # tier 0: shards under this size (merged outputs there may stay small)
 
 
 class Busy(UserError):
@@ -143,8 +143,11 @@ def _plan_manifest(storage: Storage, now: float, max_files: int | None) -> list[
 
 
 def _tier(size: int) -> int:
-    """A shard's size class: tier k holds sizes up to TIER_BASE × FANOUT^k."""
-    return 0 if size <= TIER_BASE else int(np.ceil(np.log(size / TIER_BASE) / np.log(FANOUT) - 1e-9))
+    """A shard's size class: tier k ≥ 1 holds sizes from TIER_BASE × FANOUT^(k-1) up to FANOUT times
+    that, so FANOUT files of a tier merge into one of a higher tier and are not merged again at
+    their own (with the upper bound inclusive instead, 16 × 1 MB = 16 MB stayed in 1-16 MB's tier and
+    was rewritten with each new batch)."""
+    return 0 if size < TIER_BASE else 1 + int(np.floor(np.log(size / TIER_BASE) / np.log(FANOUT) + 1e-9))
 
 
 def _shard_folders(storage: Storage, folders: Iterable[str] | None) -> list[Path]:

@@ -16,8 +16,9 @@ import pytest
 from stream2dataset.dataset import FRAME_SCHEMA, commit_segments
 from stream2dataset.dataset.writer import stage_rows
 from stream2dataset.dataset.catalog import query
-from stream2dataset.dataset.compaction import (FANOUT, Busy, ShardWatch, begin, compact, compaction_lock,
-                                               plan_compaction, publish, recover_compactions, write_outputs)
+from stream2dataset.dataset.compaction import (FANOUT, TIER_BASE, Busy, ShardWatch, _tier, begin, compact,
+                                               compaction_lock, plan_compaction, publish, recover_compactions,
+                                               write_outputs)
 from stream2dataset.dataset.live import parquet_files
 from stream2dataset.dataset.manifest import (has_segment, manifest_files, pending_segments, read_segments,
                                              write_segment)
@@ -267,3 +268,14 @@ def test_an_open_day_keeps_tens_of_shards_and_a_round_looks_only_where_it_wrote(
     compact(storage, target_mb=64, now=later, folders=None)
     assert len(parquet_files(storage.shard_dir("frames", "bob", "2026-03-01"))) == 1
     assert query(storage.root, "SELECT count(*) FROM frames_all")[0].to_pylist()[0]["count_star()"] == rows
+
+
+def test_a_tiers_merge_lands_in_a_higher_tier():
+    """FANOUT shards of one size tier merge into a shard of a higher tier, so no merge's output is
+    merged again at its own tier (16 x 1 MB = 16 MB had stayed in the 1-16 MB tier and was
+    rewritten with each new batch in a 30-minute load run)."""
+    for tier in range(1, 4):
+        low, high = TIER_BASE * FANOUT ** (tier - 1), TIER_BASE * FANOUT ** tier - 1
+        assert _tier(low) == _tier(high) == tier
+        assert _tier(FANOUT * low) > tier
+    assert _tier(TIER_BASE - 1) == 0
