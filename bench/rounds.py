@@ -69,7 +69,9 @@ def replay(channels: int, rounds: int, rows: int) -> None:
             dedup_dataset(storage, 4)
             t2 = time.perf_counter()
             watch.wrote({p.parent.relative_to(storage.root).as_posix() for p in shards})
-            compact(storage, max_mb=4 * 256, max_files=20_000, wait=False, folders=watch.folders())
+            folders = watch.folders()
+            compact(storage, max_mb=4 * 256, max_files=20_000, wait=False, folders=folders)
+            watch.compacted(folders)
             t3 = time.perf_counter()
             files = sum(len(f) for _, _, f in os.walk(storage.root))
             print(json.dumps({"round": r + 1, "commit": t1 - t0, "dedup": t2 - t1, "compact": t3 - t2,

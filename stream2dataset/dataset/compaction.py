@@ -212,12 +212,16 @@ class ShardWatch:
         self.touched |= set(folders)
 
     def folders(self, now: float | None = None) -> list[str] | None:
-        """This round's folders; None means all of them (a sweep)."""
+        """This round's folders; None means all of them (a sweep is due)."""
         now = time.time() if now is None else now
-        if now >= self.next_sweep:
+        return None if now >= self.next_sweep else sorted(self.touched)
+
+    def compacted(self, folders: list[str] | None, now: float | None = None) -> None:
+        """A compaction over `folders` finished (not one that found the lock held): after a sweep,
+        the next is an hour away and only folders written from now on are looked at."""
+        if folders is None:
+            now = time.time() if now is None else now
             self.next_sweep, self.touched = now + self.sweep_s, set()
-            return None
-        return sorted(self.touched)
 
 
 def plan_compaction(storage: Storage, target_mb: float = 256, now: float | None = None,

@@ -291,9 +291,11 @@ class ProcessingPool:
             lap("retention")
             try:  # small files into large ones; bounded, so a round stays short (the rest next round)
                 self.watch.wrote(report.get("folders", []))
+                folders = self.watch.folders()
                 merged = compact(storage, cfg.dataset.shard_target_mb, cfg.dataset.row_group_rows,
                                  max_mb=4 * cfg.dataset.shard_target_mb, max_files=20_000, wait=False,
-                                 folders=self.watch.folders())
+                                 folders=folders)
+                self.watch.compacted(folders)
                 if merged:
                     last += f", compacted {sum(len(g['old']) for g in merged)} files"
             except Busy:  # `stream2dataset compact` or a snapshot is at work: next round

@@ -54,8 +54,8 @@ def _placement(node_id: str, pinned: bool) -> dict:
 # The Supervisor runs commit rounds for as long as the service does. Arrow's default pool (mimalloc)
 # keeps pages it frees: 200 rounds replayed grew a process by 15 MB with it, 9 MB with malloc's
 # (bench/rounds.py). `pa.set_memory_pool` does not reach Arrow's C++ readers: the variable does.
-# A fixed mmap threshold (glibc raises it as big blocks are freed, then serves them from its heap,
-# which it keeps): a shard merge's buffers go back to the system when it ends.
+# malloc's mmap threshold is fixed: glibc otherwise raises it as big blocks are freed and then
+# serves them from its heap, which it keeps; this way a shard merge's buffers go back to the system.
 LONG_LIVED_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_MMAP_THRESHOLD_": "262144"}
 
 

@@ -248,6 +248,7 @@ def test_an_open_day_keeps_tens_of_shards_and_a_round_looks_only_where_it_wrote(
     now = (T0 + timedelta(seconds=60)).timestamp()  # the rows are of 2026-03-01, whose day is still open (grace)
     watch = ShardWatch(sweep_s=3600)
     assert watch.folders(now) is None  # the first round sweeps every folder
+    assert watch.folders(now) is None  # still due: no compaction finished (one found the lock held)
     counts, rows = [], 0
     for r in range(3 * FANOUT):
         sid = f"twitch.bob.seg{r:03d}"
@@ -256,7 +257,9 @@ def test_an_open_day_keeps_tens_of_shards_and_a_round_looks_only_where_it_wrote(
         shards = commit_segments(storage, markers, target_mb=64)
         rows += 2
         watch.wrote({p.parent.relative_to(storage.root).as_posix() for p in shards})
-        compact(storage, target_mb=64, now=now, folders=watch.folders(now))
+        folders = watch.folders(now)
+        compact(storage, target_mb=64, now=now, folders=folders)
+        watch.compacted(folders, now)
         counts.append(len(parquet_files(storage.shard_dir("frames", "bob", "2026-03-01"))))
     assert max(counts) <= FANOUT and counts[-1] < FANOUT  # without tiers: 48 files by the end
     assert query(storage.root, "SELECT count(*) FROM frames_all")[0].to_pylist()[0]["count_star()"] == rows
