@@ -9,7 +9,7 @@ all-webcam streams. 8 s each at 1280x720, sampled at 1.5 fps (12 frames, as a wi
 estimate uses), run as `WindowProcessor` runs them: `faces_and_facecam` then `frame_crops` with
 outputs facecam + face. Each stream belongs to the `tune` or the `heldout` split (fixed seed), or
 to `heldout2`/`heldout3`/`heldout4`/`heldout6` (fresh held-out splits from other seeds, 124 streams each) or
-`heldout7`/`heldout8` (148 each: 112 overlay, 36 all-webcam).
+`heldout7` to `heldout10` (148 each: 112 overlay, 36 all-webcam).
 
 Per stream: the layout found (overlay / full_frame / unknown) and the box's IoU with the known
 webcam picture; facecam crops stored with IoU < 0.9 (wrong crops) and whole frames stored as
@@ -24,6 +24,8 @@ facecam), and face crops outside it.
     .venv/bin/python bench/process_accuracy.py --split heldout6
     .venv/bin/python bench/process_accuracy.py --split heldout7
     .venv/bin/python bench/process_accuracy.py --split heldout8
+    .venv/bin/python bench/process_accuracy.py --split heldout9
+    .venv/bin/python bench/process_accuracy.py --split heldout10
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ COLUMNS = ("class", "overlays", "IoU ≥ 0.9", "median IoU", "unknown", "wrong f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", default="tune", choices=["tune", "heldout", "heldout2", "heldout3", "heldout4", "heldout6", "heldout7", "heldout8", "heldout9", "all"])
+    ap.add_argument("--split", default="tune", choices=["tune", "heldout", "heldout2", "heldout3", "heldout4", "heldout6", "heldout7", "heldout8", "heldout9", "heldout10", "all"])
     ap.add_argument("--fps", type=float, default=1.5, help="frames sampled per second")
     ap.add_argument("--limit", type=int, default=0, help="only the first N streams (a quick look)")
     ap.add_argument("--json", type=Path, help="write per-stream results here")

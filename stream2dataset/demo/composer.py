@@ -12,7 +12,7 @@ The truth box is the webcam picture (inside any border): what a dataset of the s
 `compose(spec)` renders one stream as H.264 MP4 (cached by its spec); `streams(seed)` is the
 evaluation set, split into `tune` and `heldout` by a fixed seed; `heldout2()` is a fresh held-out
 split from another seed (the first held-out split had been looked at twice); heldout3, heldout4
-and heldout6 to heldout9 are the later rounds' fresh ones.
+and heldout6 to heldout10 are the later rounds' fresh ones.
 """
 
 from __future__ import annotations
@@ -372,6 +372,16 @@ def heldout9(n_overlay: int = 112, n_webcam: int = 36) -> list[StreamSpec]:
     return streams(n_overlay, n_webcam, HELDOUT9_SEED, split="heldout9")
 
 
+HELDOUT10_SEED = 10427  # stream seeds 10427000..10427535
+
+
+def heldout10(n_overlay: int = 112, n_webcam: int = 36) -> list[StreamSpec]:
+    """The tenth round's held-out split (issue 14): the same generator from a new seed, run once
+    after round ten, which tuned on every earlier split (heldout9 included)."""
+    return streams(n_overlay, n_webcam, HELDOUT10_SEED, split="heldout10")
+
+
 def all_streams() -> list[StreamSpec]:
-    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4, heldout6, heldout7, heldout8, heldout9."""
-    return streams() + heldout2() + heldout3() + heldout4() + heldout6() + heldout7() + heldout8() + heldout9()
+    """Every split: tune + heldout (`streams()`), heldout2, heldout3, heldout4, heldout6..heldout10."""
+    return (streams() + heldout2() + heldout3() + heldout4() + heldout6() + heldout7() + heldout8() + heldout9()
+            + heldout10())

@@ -85,6 +85,8 @@ TRIM_MAX = 0.4           # a side moves in past a static strip (a UI bar, a thic
 CUT_SHARE = 0.5          # a scene cut: this share of the frame's blocks changes at once between two samples ...
 CUT_LEVEL = 25           # ... and a face region that changes by this much (grey levels) at the cut ...
 CUT_JUMP = 4.0           # ... and this many times more than between its other samples is of the scene
+DEFOCUS_DETAIL = 0.042   # a face keeping less than this share of its contrast at 1 px is out of focus ...
+DEFOCUS_REL = 0.95       # ... when it also keeps less of it than the big face does (a film's depth of field)
 TRIM_CORE = 4            # ... at least this many lines still, once the codec's bleed is left out ...
 #                          up to this share of the box, where the webcam's motion starts
 FLAT_STD = 4.0           # a border's flat colour: grey levels this close (codec noise)
@@ -605,6 +607,29 @@ def _cut_with_scene(frames: Sequence[np.ndarray], box: Box) -> bool:
     return False
 
 
+def fine_detail(frames: Sequence[np.ndarray], box: Box) -> float:
+    """The share of a region's contrast at the finest scale (1 px), median over the frames: a face
+    in focus keeps its fine detail (a webcam's face is its camera's subject, and an overlay's is
+    scaled down), a film's background character out of focus has little."""
+    h, w = frames[0].shape[:2]
+    x0, y0 = max(0, box[0]), max(0, box[1])
+    x1, y1 = min(w, box[0] + box[2]), min(h, box[1] + box[3])
+    if x1 - x0 < 8 or y1 - y0 < 8:
+        return 1.0
+    shares = []
+    for f in frames:
+        g = cv2.cvtColor(np.ascontiguousarray(f[y0:y1, x0:x1]), cv2.COLOR_RGB2GRAY).astype(np.float32)
+        shares.append(float((g - cv2.GaussianBlur(g, (0, 0), 1.0)).std() / (g.std() + 1e-3)))
+    return float(np.median(shares))
+
+
+def _out_of_focus(frames: Sequence[np.ndarray], face: Box, top: Box) -> bool:
+    """Whether a second face is a film's character behind the big one: blurred, and more than the
+    big face is (a small webcam's face beside a content face keeps more fine detail, not less)."""
+    detail = fine_detail(frames, face)
+    return detail < DEFOCUS_DETAIL and detail < DEFOCUS_REL * fine_detail(frames, top)
+
+
 def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) -> FacecamEstimate:
     """The window's layout from sampled RGB frames and their detected faces (`Face`s or boxes)."""
     n = len(frames)
@@ -672,7 +697,7 @@ def estimate_facecam(frames: Sequence[np.ndarray], faces: Sequence[Sequence]) ->
         _, conf, t, box, weakest = best
         return FacecamEstimate("full_frame", (0, 0, w, h), t.box, 1.0, t.presence, round(conf, 3))
     rivals = [t for t in tracks[1:] if t.presence >= 0.5 and t.box[2] < 0.6 * top.box[2]
-              and not _cut_with_scene(frames, t.box)]
+              and not _cut_with_scene(frames, t.box) and not _out_of_focus(frames, t.box, top.box)]
     if top.box[2] >= FULL_FRAME_FACE * w and top.score >= FULL_FRAME_SCORE and top.presence >= 0.5 and not rivals:
         return FacecamEstimate("full_frame", (0, 0, w, h), top.box, 1.0, top.presence,
                                round(min(1.0, top.presence / 0.6), 3))
