@@ -84,6 +84,32 @@ def test_shards_are_bounded_grouped_and_formatted(tmp_path):
     assert sum(pq.read_metadata(p).num_rows for p in drops) == 12
 
 
+def test_shards_stream_rows_out_and_a_failure_publishes_nothing(tmp_path):
+    """A 256-MB compaction merge read its inputs one at a time but held every row until the shard
+    was full (the Supervisor's memory followed the biggest merge). Rows now go to the open shard a
+    row group at a time: Arrow holds about one input table while 40 MB pass through one shard,
+    the row groups are those of the whole shard sliced from its start, and a failure part-way
+    leaves neither a shard nor a temp file."""
+    def tables(fail_at: int | None = None):
+        for k in range(40):  # 40 x 1 MB, one shard (target 256 MB)
+            if k == fail_at:
+                raise RuntimeError("input gone")
+            peak.append(pa.total_allocated_bytes())
+            yield pa.Table.from_pylist(frame_rows(f"s{k}", "c", 100, 10_000, seed=k), schema=FRAME_SCHEMA)
+
+    peak: list[int] = []
+    [path] = write_shards(tmp_path, "merge", FRAME_SCHEMA, tables(), row_group_rows=128)
+    assert max(peak) < 8 * 2**20, max(peak)  # was 40 MB: every row until the shard closed
+    meta = pq.ParquetFile(path).metadata
+    assert meta.num_rows == 4000
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [128] * 31 + [32]
+    assert read_shard(path)["frame_id"].to_pylist() == [r["frame_id"] for k in range(40)
+                                                        for r in frame_rows(f"s{k}", "c", 100, 1, seed=k)]
+    with pytest.raises(RuntimeError, match="input gone"):
+        write_shards(tmp_path / "failed", "merge", FRAME_SCHEMA, tables(fail_at=20), row_group_rows=128)
+    assert list((tmp_path / "failed").iterdir()) == []
+
+
 def test_a_newer_schema_version_is_refused_with_the_fix(tmp_path):
     [path] = write_shards(tmp_path, "x", FRAME_SCHEMA, [pa.Table.from_pylist(frame_rows("s", "c", 2, 10, 0),
                                                                              schema=FRAME_SCHEMA)])
