@@ -32,6 +32,7 @@ SMALLEST = {
     "history.py": ["--segments", "2000", "--frames", "20000", "--channels", "2", "--rounds", "1"],
     "load.py": ["--streams", "1", "--seconds", "20", "--baseline-seconds", "0", "--out", "{tmp}/load"],
     "rounds.py": ["--channels", "2", "--rounds", "3"],
+    "merge_memory.py": ["--inputs", "2", "--rows", "20", "--row-kb", "4"],
     "lookalike.py": ["--sizes", "2000", "--queries", "3", "--no-identity", "--root", "{tmp}/lookalike"],
 }
 
