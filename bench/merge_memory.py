@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.console import Console
@@ -28,7 +29,7 @@ from stream2dataset.dataset.shards import _writer
 
 
 def make_inputs(folder: Path, inputs: int, rows: int, row_kb: int) -> None:
-    rng = __import__("numpy").random.default_rng(0)
+    rng = np.random.default_rng(0)
     for k in range(inputs):
         table = pa.Table.from_pylist([{
             "frame_id": f"s{k}-{i}", "channel": "c", "platform": "twitch", "segment_id": f"s{k}", "frame_index": i,
@@ -68,6 +69,9 @@ def main() -> None:
     ap.add_argument("--_side", choices=["streamed", "whole"], help=argparse.SUPPRESS)
     ap.add_argument("--_dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    for name in ("inputs", "rows", "row_kb"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')} must be at least 1")
     if args._side:
         out = args._dir / f"out-{args._side}"
         out.mkdir()
