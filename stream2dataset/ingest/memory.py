@@ -72,6 +72,12 @@ class CommitMemory:
         return _same(self.hashes, sha256, media_sequence)
 
     def add(self, marks: Iterable[Mark], sha256: str | None, media_sequence: int | None = None) -> None:
+        if media_sequence is not None:
+            # Fresh numbered media: a connection replays what it resumes from before anything new,
+            # so a salvaged keyframe still unnumbered was never replayed and never will be. Kept, it
+            # would match any later broadcast of the same bytes (a looped clip) under any number.
+            self.marks = {k: s for k, s in self.marks.items() if s is not None}
+            self.hashes = {h: s for h, s in self.hashes.items() if s is not None}
         for m in marks:
             self.marks.pop(m.key, None)  # re-insert: the newest stay when trimming
             self.marks[m.key] = m.sequence

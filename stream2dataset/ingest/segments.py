@@ -254,6 +254,7 @@ class Segmenter:
         self._muxed = 0  # packets written to the open segment
         self._last_pos = -1  # stream offset of the open segment's newest packet
         self._sequence_at: Callable[[int], int | None] | None = None
+        self._fresh = False
 
     def run(self, stream: BinaryIO, stop: threading.Event, finish: threading.Event | None = None) -> str:
         """Record until stopped ("stopped"), the disk guard's `finish` ("finished") or EOF ("ended").
@@ -264,6 +265,7 @@ class Segmenter:
         `stream.sequence_at(offset)`, when there, gives the HLS media sequence of a byte.
         """
         finish = finish or threading.Event()
+        self._fresh = False  # new media came on this connection: no later GOP is a replay
         src = TransportReader(stream)
         self._sequence_at = getattr(stream, "sequence_at", None)
         try:
@@ -350,8 +352,9 @@ class Segmenter:
             if i == vi and pkt.is_keyframe:
                 pts = ts if pkt.pts is None else pkt.pts
                 mark = self._keyframe_mark(pkt, pts, src)
-                if self.memory is not None and self.memory.seen(mark):
+                if self.memory is not None and not self._fresh and self.memory.seen(mark):
                     # Committed before (a reconnect's replay, a stalled playlist): skip this GOP.
+                    # A replay only ever leads a connection (HLS resumes forward).
                     self._commit()
                     self.replayed += 1
                     if finish.is_set():
@@ -368,6 +371,7 @@ class Segmenter:
                     self._open(streams)
                     seg_start, last = pts, {}
                 self._marks.append(mark)
+                self._fresh = True
             elif self._out is None:
                 continue  # before the first keyframe: undecodable
             last[i] = ts

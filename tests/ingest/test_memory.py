@@ -6,6 +6,7 @@ import threading
 
 from stream2dataset.ingest import memory as memory_module
 from stream2dataset.ingest.memory import CommitMemory, Mark, memory_path
+from stream2dataset.ingest.segments import keyframe_marks
 from stream2dataset.layout import Storage
 
 from .conftest import segment_files
@@ -55,3 +56,26 @@ def test_the_segmenter_records_a_rerun_and_skips_a_replay(footage, tmp_path):
     assert_committed(rec)
     assert [s.media_sequence for s in rec.cut] == [1, 9] and rec.seg.replayed == 2
     assert [video_payloads(s.path) for s in rec.cut] == [payloads(segs)] * 2
+
+
+def test_a_salvaged_keyframe_the_restart_did_not_replay_is_forgotten_at_the_next_commit():
+    memory = CommitMemory()
+    memory.add([Mark("270000:ef", None)], "e" * 64)  # salvaged; the restart resumed past it
+    memory.add([Mark("360000:aa", 12)], "a" * 64, 12)  # the restarted recorder's first new media
+    assert not memory.seen(Mark("270000:ef", 17))  # the same footage looped later: new media
+    assert not memory.has_hash("e" * 64, 17)
+    assert memory.seen(Mark("360000:aa", 12))
+
+
+def test_a_loop_of_salvaged_footage_after_new_media_on_one_connection_is_recorded(footage, tmp_path):
+    # The restarted recorder resumed past the salvaged segment (never replayed, so its keyframes
+    # stay unnumbered) and, before its first commit, the live clip loops back to those very bytes.
+    memory = CommitMemory()
+    segs = segment_files(footage)[:4]
+    memory.add([m for f in segs[:1] for m in keyframe_marks(f)], None)  # what recovery remembers
+    rec = Recorder(tmp_path, 100, memory=memory)
+    parts = [(seq, f.read_bytes()) for seq, f in zip([10, 11, 16], [segs[2], segs[3], segs[0]])]
+    assert rec.seg.run(Sequenced(parts), threading.Event()) == "ended"
+    assert_committed(rec)
+    assert rec.seg.replayed == 0
+    assert [p for s in rec.cut for p in video_payloads(s.path)] == payloads([segs[2], segs[3], segs[0]])
